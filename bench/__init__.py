@@ -1,0 +1,1 @@
+"""Benchmarks: each figure measured against a baseline in the same run."""

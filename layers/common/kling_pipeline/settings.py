@@ -1,0 +1,142 @@
+"""The one place that reads the environment: a frozen settings object built once per container."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+
+from .errors import PermanentError
+
+#: WaveSpeed serves outputs from its own hosts and its CloudFront distribution.
+DEFAULT_OUTPUT_HOSTS = ("*.wavespeed.ai", "d1q70pf5vjeyhc.cloudfront.net")
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """How Step Functions waits for a generation; travels in the execution state as data."""
+
+    first_wait_s: int = 60
+    interval_s: int = 15
+    backoff: float = 1.0
+    max_interval_s: int = 60
+    deadline_s: int = 3600
+    #: Floor for every wait. Production keeps 5 s; only local runs may lower it.
+    min_interval_s: int = 5
+
+    def clamp(self) -> PollSchedule:
+        """Applies the floor so no configuration polls more often than `min_interval_s`."""
+        floor = self.min_interval_s
+        return PollSchedule(
+            first_wait_s=max(self.first_wait_s, floor),
+            interval_s=max(self.interval_s, floor),
+            backoff=max(self.backoff, 1.0),
+            max_interval_s=max(self.max_interval_s, self.interval_s, floor),
+            deadline_s=max(self.deadline_s, floor),
+            min_interval_s=floor,
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, named after what it controls."""
+
+    jobs_table: str = ""
+    videos_bucket: str = ""
+    topic_arn: str = ""
+    state_machine_arn: str = ""
+    job_queue_url: str = ""
+    dead_letter_queue_url: str = ""
+    api_key_secret: str = ""
+    api_base: str = "https://api.wavespeed.ai"
+    #: Testing only: an API key given directly instead of through Secrets Manager.
+    api_key_override: str = ""
+    allowed_output_hosts: tuple[str, ...] = DEFAULT_OUTPUT_HOSTS
+    #: Local runs only: `host:port` pairs downloadable over plain http and private addresses.
+    local_output_hosts: tuple[str, ...] = ()
+    max_receive_count: int = 5
+    #: First redelivery delay after a transient submit failure; doubles per receive.
+    retry_base_s: float = 30.0
+    submit_concurrency: int = 3
+    submit_lease_s: int = 300
+    submit_timeout_s: float = 30.0
+    http_timeout_s: float = 10.0
+    daily_budget_usd: float = 0.0
+    max_prompt_file_bytes: int = 1024 * 1024
+    max_jobs_per_file: int = 1000
+    max_output_bytes: int = 2 * 1024**3
+    copy_part_bytes: int = 8 * 1024 * 1024
+    copy_concurrency: int = 4
+    copy_attempts: int = 3
+    presign_expiry_s: int = 12 * 3600
+    videos_prefix: str = "videos/"
+    quarantine_prefix: str = "quarantine/"
+    record_ttl_days: int = 90
+    poll: PollSchedule = field(default_factory=PollSchedule)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise PermanentError(f"setting {name} must be a number, got {raw!r}") from None
+
+
+def settings_from(env: Mapping[str, str]) -> Settings:
+    """Builds settings from an environment mapping; unknown values fall back to defaults."""
+    base = Settings()
+    schedule = PollSchedule(
+        first_wait_s=int(_number(env, "POLL_FIRST_WAIT_S", base.poll.first_wait_s)),
+        interval_s=int(_number(env, "POLL_INTERVAL_S", base.poll.interval_s)),
+        backoff=_number(env, "POLL_BACKOFF", base.poll.backoff),
+        max_interval_s=int(_number(env, "POLL_MAX_INTERVAL_S", base.poll.max_interval_s)),
+        deadline_s=int(_number(env, "POLL_DEADLINE_S", base.poll.deadline_s)),
+        min_interval_s=int(_number(env, "POLL_MIN_INTERVAL_S", base.poll.min_interval_s)),
+    ).clamp()
+    hosts = _split(env.get("ALLOWED_OUTPUT_HOSTS", "")) or base.allowed_output_hosts
+    return Settings(
+        jobs_table=env.get("JOBS_TABLE", ""),
+        videos_bucket=env.get("VIDEOS_BUCKET", ""),
+        topic_arn=env.get("NOTIFICATION_TOPIC_ARN", ""),
+        state_machine_arn=env.get("STATE_MACHINE_ARN", ""),
+        job_queue_url=env.get("JOB_QUEUE_URL", ""),
+        dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL", ""),
+        api_key_secret=env.get("API_KEY_SECRET", ""),
+        api_base=env.get("WAVESPEED_API_BASE", "") or base.api_base,
+        api_key_override=env.get("WAVESPEED_API_KEY_OVERRIDE", ""),
+        allowed_output_hosts=hosts,
+        local_output_hosts=_split(env.get("LOCAL_OUTPUT_HOSTS", "")),
+        max_receive_count=int(_number(env, "MAX_RECEIVE_COUNT", base.max_receive_count)),
+        retry_base_s=_number(env, "RETRY_BASE_S", base.retry_base_s),
+        submit_concurrency=max(1, int(_number(env, "SUBMIT_CONCURRENCY", base.submit_concurrency))),
+        submit_lease_s=int(_number(env, "SUBMIT_LEASE_S", base.submit_lease_s)),
+        submit_timeout_s=_number(env, "SUBMIT_TIMEOUT_S", base.submit_timeout_s),
+        http_timeout_s=_number(env, "HTTP_TIMEOUT_S", base.http_timeout_s),
+        daily_budget_usd=_number(env, "DAILY_BUDGET_USD", base.daily_budget_usd),
+        max_prompt_file_bytes=int(
+            _number(env, "MAX_PROMPT_FILE_BYTES", base.max_prompt_file_bytes)
+        ),
+        max_jobs_per_file=int(_number(env, "MAX_JOBS_PER_FILE", base.max_jobs_per_file)),
+        max_output_bytes=int(_number(env, "MAX_OUTPUT_BYTES", base.max_output_bytes)),
+        copy_part_bytes=max(
+            5 * 1024 * 1024, int(_number(env, "COPY_PART_BYTES", base.copy_part_bytes))
+        ),
+        copy_concurrency=max(1, int(_number(env, "COPY_CONCURRENCY", base.copy_concurrency))),
+        copy_attempts=max(1, int(_number(env, "COPY_ATTEMPTS", base.copy_attempts))),
+        presign_expiry_s=int(_number(env, "PRESIGN_EXPIRY_S", base.presign_expiry_s)),
+        poll=schedule,
+    )
+
+
+@cache
+def load_settings() -> Settings:
+    """Settings of this container (the local runner clears the cache between runs)."""
+    return settings_from(os.environ)

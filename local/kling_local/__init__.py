@@ -1,0 +1,1 @@
+"""Local development tooling (simulator, fixtures); never deployed."""

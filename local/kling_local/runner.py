@@ -1,0 +1,138 @@
+"""Command line for the local run: `python -m kling_local.runner --prompt "..." --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from .pipeline import LocalOptions, LocalPipeline
+from .simulator import SimulatorConfig
+
+DEMO_PROMPT = (
+    "A red fox trots across a snowy meadow at sunrise, breath steaming, cinematic slow motion"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kling_local.runner",
+        description="Run the whole Kling pipeline locally: moto AWS from template.yaml, the real "
+        "state machine, the handlers in-process, and the WaveSpeed simulator (or --api-base).",
+    )
+    parser.add_argument(
+        "--prompt", action="append", default=[], help="queue a job with this prompt"
+    )
+    parser.add_argument(
+        "--messages", type=Path, help="file with one raw SQS message body per line, sent as-is"
+    )
+    parser.add_argument(
+        "--upload", action="append", type=Path, default=[], help="upload a prompt file to S3"
+    )
+    parser.add_argument("--api-base", help="WaveSpeed base URL instead of the built-in simulator")
+    parser.add_argument(
+        "--allow-output-host",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="local runs only: also download outputs from this address (plain http too)",
+    )
+    parser.add_argument("--out", type=Path, help="copy produced objects and notifications here")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--generation-seconds",
+        type=float,
+        default=2.0,
+        help="simulator: how long a generation takes (default 2)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="give up after this many seconds"
+    )
+    parser.add_argument(
+        "--demo", action="store_true", help="queue one example prompt when no input is given"
+    )
+    return parser
+
+
+def _feed(
+    pipeline: LocalPipeline,
+    prompts: list[str],
+    messages: Path | None,
+    uploads: list[Path],
+    progress: TextIO | None,
+) -> None:
+    for prompt in prompts:
+        pipeline.send_prompt(prompt)
+    if messages:
+        for line in messages.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                pipeline.send_message(line)
+    for path in uploads:
+        key = pipeline.upload(path.name, path.read_bytes())
+        if progress:
+            print(f"uploaded s3://{pipeline.prompts_bucket}/{key}", file=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prompts = list(args.prompt)
+    if args.demo and not (prompts or args.messages or args.upload):
+        prompts.append(DEMO_PROMPT)
+    if not (prompts or args.messages or args.upload):
+        print("nothing to run: give --prompt, --messages or --upload", file=sys.stderr)
+        return 2
+    missing = [
+        p for p in [*args.upload, *([args.messages] if args.messages else [])] if not p.is_file()
+    ]
+    if missing:
+        print(f"no such file: {missing[0]}", file=sys.stderr)
+        return 2
+    progress = None if args.quiet else sys.stderr
+    options = LocalOptions(
+        api_base=args.api_base,
+        simulator=SimulatorConfig(generation_seconds=args.generation_seconds),
+        allow_output_hosts=list(args.allow_output_host),
+        progress=progress,
+    )
+    if args.api_base:
+        # Real generations take minutes: poll like production does.
+        options.poll_first_wait_s, options.poll_interval_s = 30, 10
+        options.poll_deadline_s = 3600
+    try:
+        pipeline = LocalPipeline(options).__enter__()
+    except Exception as exc:  # noqa: BLE001 - the run could not start: say why
+        print(f"could not start the local pipeline: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if progress and pipeline.simulator:
+            print(f"WaveSpeed simulator at {pipeline.simulator.base_url}", file=progress)
+        _feed(pipeline, prompts, args.messages, args.upload, progress)
+        result = pipeline.run_until_idle(args.timeout)
+        if args.out:
+            pipeline.export(args.out)
+        for note in result.notifications:
+            summary = {
+                "job_id": note["job_id"],
+                "status": note["status"],
+                "outputs": [o["uri"] for o in note.get("outputs", [])],
+                "error": note.get("error"),
+            }
+            print(json.dumps(summary))
+        if args.out:
+            print(f"wrote {args.out / 'notifications.jsonl'}", file=sys.stderr)
+        if result.unfinished:
+            print(
+                f"{len(result.unfinished)} job(s) did not reach a terminal notification: "
+                + ", ".join(result.unfinished[:10]),
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    finally:
+        pipeline.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
