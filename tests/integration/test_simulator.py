@@ -834,3 +834,5 @@ def test_cli_prints_base_url_and_serves_until_interrupted() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

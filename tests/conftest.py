@@ -1,0 +1,48 @@
+"""Shared fixtures: the local pipeline (moto resources built from template.yaml) and events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kling_local.pipeline import LocalOptions, LocalPipeline
+from kling_local.simulator import SimulatorConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+
+PipelineFactory = Callable[..., LocalPipeline]
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """An event from events/, the same file `sam local invoke -e` uses."""
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+@pytest.fixture
+def make_pipeline() -> Iterator[PipelineFactory]:
+    """Starts a local pipeline; keyword arguments are LocalOptions fields, plus `simulator`
+    fields via `sim=SimulatorConfig(...)`."""
+    started: list[LocalPipeline] = []
+
+    def factory(sim: SimulatorConfig | None = None, **options: Any) -> LocalPipeline:
+        config = sim or SimulatorConfig(generation_seconds=0.5, processing_after_seconds=0.1)
+        pipeline = LocalPipeline(LocalOptions(simulator=config, **options))
+        pipeline.__enter__()
+        started.append(pipeline)
+        return pipeline
+
+    yield factory
+    for pipeline in reversed(started):
+        pipeline.close()
+
+
+@pytest.fixture
+def pipeline(make_pipeline: PipelineFactory) -> LocalPipeline:
+    """A pipeline with a fast simulator and a 1-second poll schedule."""
+    return make_pipeline()
