@@ -8,7 +8,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 NODE_STAMP := node_modules/.installed
-export PYTHONPATH := $(CURDIR)/layers/common:$(CURDIR)/local:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/layers/common:$(CURDIR)/local:$(CURDIR)/cli:$(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help demo test lint build bench soak clean
@@ -51,7 +51,7 @@ test: $(STAMP)
 lint: $(STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy layers/common/kling_pipeline local/kling_local functions bench tests
+	$(BIN)/mypy layers/common/kling_pipeline local/kling_local cli/kling_cli functions bench tests
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	for f in statemachine/*.asl.json; do npx --no-install asl-validator --json-path "$$f" || exit 1; done

@@ -6,12 +6,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kling_pipeline.observability import logger, metrics
+from kling_pipeline.observability import logger, metrics, tracer
 from kling_pipeline.wiring import delivery_service
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
+@tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(job_id=event["job"]["job_id"], action=event.get("action"))
     service = delivery_service()

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kling_pipeline.observability import logger, metrics
+from kling_pipeline.observability import logger, metrics, tracer
 from kling_pipeline.wiring import submission_service
 
 # Every record's outcome is reported, even when all fail, so SQS retries only those records.
@@ -22,6 +22,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @logger.inject_lambda_context
 @metrics.log_metrics
+@tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # Records are submitted concurrently first; Powertools then reports the failed ones.
     failures = submission_service().process_batch(event["Records"])

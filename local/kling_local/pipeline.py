@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 import zipfile
@@ -18,9 +19,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 from unittest import mock
+from urllib.parse import urlsplit
 
 import boto3
 from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
 from .cfn import ROOT, Template
 from .simulator import SimulatorConfig, WaveSpeedSimulator
@@ -95,6 +98,21 @@ def _load_handler(code_uri: str, handler: str, logical_id: str) -> Handler:
     return function
 
 
+def _atomic_dynamodb(process: Callable[..., Any]) -> Callable[..., Any]:
+    """DynamoDB applies a conditional write atomically; moto evaluates the condition and writes
+    without a lock, so concurrent claims of one job could both win. Serialise DynamoDB calls
+    (they never call out, so holding the lock cannot deadlock)."""
+    lock = threading.Lock()
+
+    def process_request(stubber: Any, request: Any) -> Any:
+        if (urlsplit(request.url).hostname or "").startswith("dynamodb."):
+            with lock:
+                return process(stubber, request)
+        return process(stubber, request)
+
+    return process_request
+
+
 class LocalPipeline:
     """Provision, feed and drive the pipeline inside moto. Use as a context manager."""
 
@@ -155,6 +173,11 @@ class LocalPipeline:
         )
         patcher.start()
         self._stack.append(patcher.stop)
+        atomic = mock.patch.object(
+            BotocoreStubber, "process_request", _atomic_dynamodb(BotocoreStubber.process_request)
+        )
+        atomic.start()
+        self._stack.append(atomic.stop)
         self.region = "us-east-1"
         self.sqs = boto3.client("sqs", region_name=self.region)
         self.s3 = boto3.client("s3", region_name=self.region)

@@ -307,6 +307,8 @@ class WaveSpeedSimulator:
         if self._server is not None:
             raise RuntimeError("simulator already started")
         self._stopping.clear()
+        # Encode the shared video frames now, not inside the first download request.
+        VideoBlob.min_size()
         bind_port = self.config.port if port is None else port
         server = _Server((self.config.host, bind_port), self)
         self._server = server

@@ -824,6 +824,7 @@ def test_cli_prints_base_url_and_serves_until_interrupted() -> None:
         )
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(request, timeout=5)
+        missing.value.close()
 
         # Then it names the URL and key, answers with the configured key, and exits on Ctrl-C
         assert base_url.startswith("http://127.0.0.1:") and "cli-key" in banner

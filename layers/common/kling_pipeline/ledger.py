@@ -29,6 +29,8 @@ SUBMITTING = "submitting"
 SUBMITTED = "submitted"
 RUNNING = "running"
 TERMINAL = ("completed", "failed", "rejected")
+#: How long a terminal claim's holder has to publish before another attempt may take over.
+TERMINAL_LEASE_S = 120
 
 
 def _conditional_failed(exc: ClientError) -> bool:
@@ -51,6 +53,11 @@ class JobRecord:
     @property
     def lease_expired(self) -> bool:
         return time.time() > self.lease_until
+
+    @property
+    def parked(self) -> bool:
+        """A delivery of this job was already parked in the dead-letter queue."""
+        return "parked_at" in self.item
 
 
 def _record(item: dict[str, Any]) -> JobRecord:
@@ -162,24 +169,29 @@ class JobLedger:
             },
         )
 
-    def claim_terminal(self, job_id: str, status: str) -> bool:
+    def claim_terminal(self, job_id: str, status: str, *, lease_s: int = TERMINAL_LEASE_S) -> bool:
         """True when this caller must publish the job's terminal notification.
 
-        The first terminal status wins; a retry of the same status may publish again only if the
-        earlier attempt never confirmed its publish.
+        The first terminal status wins. A claim whose publish was never confirmed is taken over
+        only once its lease has run out (its holder crashed): two deliveries of one job handled
+        at the same moment must not both publish.
         """
+        now = time.time()
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(job_id),
-                UpdateExpression="SET terminal_status = :s, job_id = :j, expires_at = "
-                "if_not_exists(expires_at, :ttl)",
+                UpdateExpression="SET terminal_status = :s, terminal_lease_until = :until, "
+                "job_id = :j, expires_at = if_not_exists(expires_at, :ttl)",
                 ConditionExpression="attribute_not_exists(terminal_status) OR "
-                "(terminal_status = :s AND attribute_not_exists(notified_at))",
+                "(attribute_not_exists(notified_at) AND (attribute_not_exists("
+                "terminal_lease_until) OR terminal_lease_until < :now))",
                 ExpressionAttributeValues={
                     ":s": {"S": status},
                     ":j": {"S": job_id},
-                    ":ttl": {"N": str(int(time.time() + self._ttl_s))},
+                    ":now": {"N": str(int(now))},
+                    ":until": {"N": str(int(now + lease_s))},
+                    ":ttl": {"N": str(int(now + self._ttl_s))},
                 },
             )
             return True
@@ -187,6 +199,20 @@ class JobLedger:
             if _conditional_failed(exc):
                 return False
             raise
+
+    def release_terminal(self, job_id: str, status: str) -> None:
+        """Gives up a terminal claim whose publish failed, so any later outcome can be sent."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(job_id),
+                UpdateExpression="REMOVE terminal_status, terminal_lease_until",
+                ConditionExpression="terminal_status = :s AND attribute_not_exists(notified_at)",
+                ExpressionAttributeValues={":s": {"S": status}},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
 
     def mark_notified(self, job_id: str, status: str) -> None:
         self._db.update_item(
@@ -198,6 +224,14 @@ class JobLedger:
                 ":t": {"S": datetime.now(UTC).isoformat()},
                 ":status": {"S": status},
             },
+        )
+
+    def mark_parked(self, job_id: str) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(job_id),
+            UpdateExpression="SET parked_at = :t",
+            ExpressionAttributeValues={":t": {"S": datetime.now(UTC).isoformat()}},
         )
 
     def unclaim_terminal(self, job_id: str) -> None:

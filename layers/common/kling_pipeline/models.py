@@ -16,7 +16,8 @@ MAX_PROMPT_CHARS = 2500
 MAX_METADATA_BYTES = 2048
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 DURATIONS = (5, 10)
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# \Z, not $: "$" also matches before a trailing newline, letting "id\n" through.
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 PRICE_PER_5S_USD = 1.30
 JOB_FIELDS = (
     "prompt",
@@ -133,7 +134,8 @@ def parse_job_object(obj: Any) -> JobRequest:
         raise ValidationError("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")
 
     duration = obj.get("duration", 5)
-    if isinstance(duration, bool) or duration not in DURATIONS:
+    # bool is an int and 5.0 == 5: the contract wants a JSON integer, nothing that equals one.
+    if isinstance(duration, bool) or not isinstance(duration, int) or duration not in DURATIONS:
         raise ValidationError("duration", "must be 5 or 10 (seconds)")
 
     guidance = obj.get("guidance_scale")
@@ -154,7 +156,9 @@ def parse_job_object(obj: Any) -> JobRequest:
     metadata = obj.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValidationError("metadata", "must be a JSON object")
-    size = len(json.dumps(metadata, separators=(",", ":")).encode())
+    # Measured as UTF-8 JSON: ASCII escapes would count "é" as 6 bytes and "🎬" as 12.
+    compact = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+    size = len(compact.encode("utf-8", "surrogatepass"))
     if size > MAX_METADATA_BYTES:
         raise ValidationError(
             "metadata", f"must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}"
@@ -232,7 +236,9 @@ def parse_prompt_file(key: str, data: bytes, *, max_bytes: int, max_jobs: int) -
     if lowered.endswith(".txt"):
         entries.append(_entry(1, f"{key}", lambda: parse_job_object({"prompt": text})))
     elif lowered.endswith(".jsonl"):
-        for number, line in enumerate(text.splitlines(), start=1):
+        # Only "\n" ends a line: splitlines() would also split on U+2028 and friends, which
+        # JSON allows raw inside strings, breaking the job and shifting line numbers.
+        for number, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 entries.append(_entry(number, f"{key} line {number}", _decoder(line)))
     else:

@@ -1,11 +1,50 @@
-"""Powertools logger and metrics shared by every handler (one instance per container)."""
+"""Powertools logger, metrics and tracer shared by every handler (one instance per container)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
+
 from aws_lambda_powertools import Logger, Metrics
+
+from .settings import load_settings
 
 SERVICE = "kling-pipeline"
 NAMESPACE = "KlingPipeline"
+F = TypeVar("F", bound=Callable[..., Any])
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+class TracerLike(Protocol):
+    """The part of Powertools Tracer the handlers use."""
+
+    def capture_lambda_handler(self, handler: F) -> F: ...
+
+    def capture_method(self, method: F) -> F: ...
+
+
+class _NoTracer:
+    """Stands in for Powertools Tracer when tracing is off.
+
+    Even a disabled Tracer imports the X-Ray SDK and builds its recorder (~0.3 s of cold start),
+    so the SDK is only loaded when the stack is deployed with EnableTracing=true.
+    """
+
+    def capture_lambda_handler(self, handler: F) -> F:
+        return handler
+
+    def capture_method(self, method: F) -> F:
+        return method
+
+
+def _make_tracer() -> TracerLike:
+    if not load_settings().tracing_enabled:
+        return _NoTracer()
+    from aws_lambda_powertools import Tracer
+
+    return cast(TracerLike, Tracer(service=SERVICE))
+
+
+tracer = _make_tracer()

@@ -73,6 +73,8 @@ class Settings:
     videos_prefix: str = "videos/"
     quarantine_prefix: str = "quarantine/"
     record_ttl_days: int = 90
+    #: X-Ray tracing through Powertools Tracer (only inside Lambda, where a daemon listens).
+    tracing_enabled: bool = False
     poll: PollSchedule = field(default_factory=PollSchedule)
 
 
@@ -133,6 +135,9 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         copy_attempts=max(1, int(_number(env, "COPY_ATTEMPTS", base.copy_attempts))),
         presign_expiry_s=int(_number(env, "PRESIGN_EXPIRY_S", base.presign_expiry_s)),
         poll=schedule,
+        tracing_enabled=env.get("TRACING_ENABLED", "").lower() == "true"
+        and bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+        and not env.get("AWS_SAM_LOCAL"),
     )
 
 

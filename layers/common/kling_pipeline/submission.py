@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
 SOURCE_ATTRIBUTE = "kp-source"
+#: Set on every parked message: a redrive of it is the same job, never a new paid one.
+PARKED_JOB_ATTRIBUTE = "job_id"
 RETRY_BASE_S = 30
 SUBMIT_HINT = (
     "Check your WaveSpeed dashboard for a Kling task created around {at} with this prompt "
@@ -82,7 +84,13 @@ def _attribute(delivery: Delivery, name: str) -> str | None:
     return str(text) if text is not None else None
 
 
-def _loose_job_id(body: str, message_id: str) -> str:
+def _parked_job_id(delivery: Delivery) -> str | None:
+    """The job id a redriven message was parked under (its message id is new after a redrive)."""
+    job_id = _attribute(delivery, PARKED_JOB_ATTRIBUTE)
+    return job_id if job_id and JOB_ID_PATTERN.match(job_id) else None
+
+
+def _loose_job_id(body: str, delivery: Delivery) -> str:
     """The job id a rejected message asked for, when readable; else one derived from delivery."""
     try:
         decoded = json.loads(body)
@@ -92,7 +100,7 @@ def _loose_job_id(body: str, message_id: str) -> str:
         job_id = decoded.get("job_id")
         if isinstance(job_id, str) and JOB_ID_PATTERN.match(job_id):
             return job_id
-    return f"msg-{message_id}"
+    return _parked_job_id(delivery) or f"msg-{delivery.message_id}"
 
 
 def _echo(body: str) -> Json:
@@ -151,10 +159,12 @@ class SubmissionService:
         try:
             job = parse_message_body(body)
         except ValidationError as exc:
-            job_id = _loose_job_id(body, delivery.message_id)
+            job_id = _loose_job_id(body, delivery)
             self._refuse(job_id, "rejected", exc, source, _echo(body), {}, delivery)
             return
-        job = job.with_job_id(message_job_id(job, delivery.message_id))
+        job = job.with_job_id(
+            job.job_id or _parked_job_id(delivery) or message_job_id(job, delivery.message_id)
+        )
         try:
             self.submit_job(job, source)
         except BudgetExceeded as exc:
@@ -334,7 +344,7 @@ class SubmissionService:
         detail: Json = {"code": error.code, "message": error.message}
         if isinstance(error, ValidationError):
             detail["field"] = error.field
-        self._notifier.publish_outcome(
+        published = self._notifier.publish_outcome(
             Notification(
                 job_id=job_id,
                 status=status,
@@ -346,14 +356,21 @@ class SubmissionService:
                 cost=wavespeed_cost(None, paid=False),
             )
         )
-        if delivery is not None:
-            self._park(delivery, job_id, error)
+        if delivery is None:
+            return
+        if not published:
+            # A redelivery (lost delete, duplicate): park only if the first delivery did not.
+            record = self._ledger.get(job_id)
+            if record is not None and record.parked:
+                return
+        self._park(delivery, job_id, error)
+        self._ledger.mark_parked(job_id)
 
     def _park(self, delivery: Delivery, job_id: str, error: PermanentError) -> None:
         attributes: dict[str, Any] = {
             "reason": {"DataType": "String", "StringValue": error.message[:1000] or error.code},
             "error_code": {"DataType": "String", "StringValue": error.code},
-            "job_id": {"DataType": "String", "StringValue": job_id},
+            PARKED_JOB_ATTRIBUTE: {"DataType": "String", "StringValue": job_id},
         }
         source = _attribute(delivery, SOURCE_ATTRIBUTE)
         if source:

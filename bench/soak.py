@@ -1,0 +1,285 @@
+"""Fault soak: many jobs through injected faults, checked against the pipeline's three promises.
+
+`make soak` runs `python -m bench.soak`: N jobs (unique prompts) through the local pipeline with
+duplicated deliveries (lost SQS deletes, the same job_id sent twice), a faulty WaveSpeed
+simulator (429s, 5xx polls, failed/cancelled generations, cut and truncated downloads), invalid
+messages and a malformed prompt file. It prints a table of counts and exits 1 when any job was
+paid twice, lost its video, or did not get exactly one correct terminal notification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kling_local.pipeline import LocalOptions
+from kling_local.simulator import SimulatorConfig
+
+from .soak_verify import SoakReport, verify
+from .soak_workload import SoakPipeline, Upload, Workload, iter_sends, plan_workload
+
+MIN_PART_BYTES = 5 * 1024 * 1024
+
+
+class _LineCounter(io.TextIOBase):
+    """Swallows what handlers print to stdout, counting the lines."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def write(self, text: str) -> int:
+        self.lines += text.count("\n")
+        return len(text)
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    """One soak run: the workload's size and the fault rates it is driven through."""
+
+    jobs: int = 500
+    seed: int = 1
+    timeout_s: float = 900.0
+    duplicate_rate: float = 0.10
+    invalid_rate: float = 0.01
+    submit_429_rate: float = 0.05
+    poll_5xx_rate: float = 0.03
+    fail_rate: float = 0.02
+    cancel_rate: float = 0.01
+    cut_once_rate: float = 0.02
+    truncate_rate: float = 0.01
+    generation_seconds: float = 0.75
+    output_size: int | None = None
+    progress: bool = True
+
+    def simulator(self) -> SimulatorConfig:
+        return SimulatorConfig(
+            generation_seconds=self.generation_seconds,
+            processing_after_seconds=min(0.1, self.generation_seconds),
+            output_size=self.output_size,
+            seed=self.seed,
+            submit_429_rate=self.submit_429_rate,
+            poll_5xx_rate=self.poll_5xx_rate,
+            fail_rate=self.fail_rate,
+            cancel_rate=self.cancel_rate,
+            cut_once_rate=self.cut_once_rate,
+            truncate_rate=self.truncate_rate,
+        )
+
+    def options(self) -> LocalOptions:
+        return LocalOptions(
+            simulator=self.simulator(),
+            poll_first_wait_s=1,
+            poll_interval_s=1,
+            # Generations take under a second; the deadline only has to outlast queueing.
+            poll_deadline_s=max(300, int(self.timeout_s)),
+            # The smallest part S3 allows, so videos over 5 MiB stream as multipart uploads and
+            # a cut or truncated download leaves a started upload behind to be aborted.
+            env={"COPY_PART_BYTES": str(MIN_PART_BYTES)},
+        )
+
+
+def _say(config: SoakConfig, text: str) -> None:
+    if config.progress:
+        print(f"[soak] {text}", file=sys.stderr, flush=True)
+
+
+def feed(pipeline: SoakPipeline, workload: Workload) -> None:
+    """Sends every delivery and upload; ids derived from SQS message ids are recorded."""
+    for item in iter_sends(workload):
+        if isinstance(item, Upload):
+            pipeline.upload(item.name, item.data)
+            continue
+        body, job = item
+        message_id = pipeline.send_message(body)
+        if job.job_id is None:
+            job.job_id = f"msg-{message_id}"
+
+
+def run_soak(config: SoakConfig, pipeline_type: type[SoakPipeline] = SoakPipeline) -> SoakReport:
+    """Plans the workload, drives the pipeline until idle, and checks the outcome."""
+    workload = plan_workload(
+        config.jobs,
+        config.seed,
+        invalid_rate=config.invalid_rate,
+        duplicate_rate=config.duplicate_rate,
+    )
+    pipeline = pipeline_type(config.options(), workload.lost)
+    with pipeline:
+        _say(config, f"{config.jobs} jobs, {len(workload.deliveries)} messages, seed {config.seed}")
+        started = time.monotonic()
+        # Powertools prints an EMF blob whenever a metric reaches 100 values, even with
+        # metrics disabled (they are never flushed locally): keep the table readable.
+        printed = _LineCounter()
+        with contextlib.redirect_stdout(printed):
+            feed(pipeline, workload)
+            result = pipeline.run_until_idle(config.timeout_s)
+        wall_s = time.monotonic() - started
+        _say(config, f"idle after {wall_s:.1f} s; checking outcomes")
+        report = verify(workload, pipeline, result, wall_s)
+    if printed.lines:
+        report.notes.append(
+            f"handlers printed {printed.lines} line(s) to stdout during the run (Powertools "
+            "EMF metric blobs: POWERTOOLS_METRICS_DISABLED does not stop the 100-value flush)"
+        )
+    return report
+
+
+Row = tuple[str, object, object]
+
+
+def _rows(r: SoakReport) -> list[tuple[str, list[Row]]]:
+    completed = r.outcomes.get("completed", 0)
+    return [
+        (
+            "Workload",
+            [
+                ("job ids (valid + invalid + prompt-file lines)", r.jobs, None),
+                ("valid jobs", r.valid_jobs, None),
+                ("bytes per video", r.video_bytes, None),
+                ("invalid messages", r.invalid_messages, None),
+                ("invalid prompt-file lines", r.invalid_file_lines, None),
+                ("malformed prompt files", r.malformed_files, None),
+                ("messages sent (resends included)", r.messages_sent, None),
+                ("prompt files uploaded", r.uploads, None),
+                ("same job_id sent in a second message", r.same_id_resends, None),
+                ("deliveries redelivered after a lost delete", r.lost_deletes_applied,
+                 r.lost_deletes_planned),
+            ],
+        ),
+        (
+            "Injected faults (simulator)",
+            [
+                ("submits answered 429 (no task created)", r.submits_refused, None),
+                ("status polls (a share answered 5xx)", r.status_polls, None),
+                ("generations failed", r.generations_failed, None),
+                ("generations cancelled", r.generations_cancelled, None),
+                ("downloads cut off once", r.cut_once_tasks, None),
+                ("downloads truncated for good", r.truncated_tasks, None),
+            ],
+        ),
+        (
+            "Never pay twice",
+            [
+                ("paid submissions (tasks_created) = valid jobs paid", r.paid_submissions,
+                 r.jobs_paid),
+                ("duplicate paid submissions", r.duplicate_paid, 0),
+                ("paid tasks matching no valid job", r.unknown_tasks, 0),
+            ],
+        ),
+        (
+            "Exactly one terminal notification per job",
+            [
+                ("jobs with exactly one notification", r.jobs_notified_once, r.jobs),
+                ("jobs without a notification", r.jobs_without_notification, 0),
+                ("jobs with two or more", r.jobs_notified_twice_or_more, 0),
+                ("notifications for unknown job ids", r.unexpected_notifications, 0),
+                ("jobs with the wrong status or error code", r.wrong_outcome, 0),
+                *((f"  {outcome}", count, None) for outcome, count in r.outcomes.items()),
+            ],
+        ),
+        (
+            "Never lose a paid video",
+            [
+                ("completed outputs: S3 = simulator = notification sha256",
+                 r.completed_outputs_verified, completed),
+                ("output mismatches", r.output_mismatches, 0),
+                ("cut-off downloads resumed and completed", r.cut_once_recovered,
+                 r.cut_once_tasks),
+                ("completed outputs uploaded in two or more parts", r.multipart_outputs, None),
+                ("objects left under videos/ by failed jobs", r.objects_of_failed_jobs, 0),
+                ("objects belonging to no completed output", r.stray_objects, 0),
+                ("incomplete multipart uploads", r.incomplete_uploads, 0),
+            ],
+        ),
+        (
+            "Dead-letter queue",
+            [
+                ("messages (invalid messages + malformed file event)", r.dead_letters,
+                 r.dead_letters_expected),
+                ("expected messages missing", r.dead_letters_missing, 0),
+                ("unexpected messages", r.dead_letters_unexpected, 0),
+                ("extra copies of an expected message", r.dead_letter_extra_copies, 0),
+                ("messages without a reason attribute", r.dead_letters_without_reason, 0),
+            ],
+        ),
+        (
+            "Throughput (reported, not asserted)",
+            [
+                ("wall time, s", r.wall_s, None),
+                ("jobs per second", r.jobs_per_s, None),
+            ],
+        ),
+    ]  # fmt: skip
+
+
+def format_report(report: SoakReport, *, max_violations: int = 40) -> str:
+    """The readable table the README's reliability section quotes."""
+    lines = [f"{'':58}{'observed':>10}{'expected':>10}"]
+    for title, rows in _rows(report):
+        lines.append(title)
+        for label, observed, expected in rows:
+            line = f"  {label:<56}{observed!s:>10}"
+            if expected is not None:
+                verdict = "ok" if observed == expected else "VIOLATED"
+                line += f"{expected!s:>10}  {verdict}"
+            lines.append(line)
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    if report.violations:
+        lines.append(f"{len(report.violations)} guarantee violation(s):")
+        lines += [f"  - {text}" for text in report.violations[:max_violations]]
+        if len(report.violations) > max_violations:
+            lines.append(f"  … and {len(report.violations) - max_violations} more")
+    lines.append("SOAK " + ("PASSED" if report.ok else "FAILED"))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak",
+        description="Many jobs through injected faults; exits 1 when a guarantee is violated.",
+    )
+    defaults = SoakConfig()
+    parser.add_argument("--jobs", type=int, default=defaults.jobs, help="job ids (default 500)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--timeout", type=float, default=defaults.timeout_s, help="seconds before giving up"
+    )
+    parser.add_argument(
+        "--output-size", type=int, default=None, help="bytes per video (default: sample size)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = SoakConfig(
+        jobs=args.jobs,
+        seed=args.seed,
+        timeout_s=args.timeout,
+        output_size=args.output_size,
+        progress=not args.quiet,
+    )
+    try:
+        report = run_soak(config)
+    except ValueError as exc:
+        print(f"soak: {exc}", file=sys.stderr)
+        return 2
+    print(f"Fault soak: {report.jobs} jobs, seed {config.seed}")
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

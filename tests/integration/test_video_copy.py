@@ -1,0 +1,522 @@
+"""Integration tests: VideoCopier streaming simulator outputs into moto S3, and refusing URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from kling_local.simulator import SimulatorConfig, WaveSpeedSimulator
+from kling_pipeline.errors import PermanentError
+from kling_pipeline.settings import DEFAULT_OUTPUT_HOSTS
+from kling_pipeline.storage import DownloadPolicy, RefusedUrl, StoredObject, VideoCopier
+from kling_pipeline.wavespeed import WaveSpeedClient
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+BUCKET = "videos-bucket"
+KEY = "videos/job-1/0.mp4"
+MIB = 1024 * 1024
+PART = 5 * MIB
+BIG = 12 * 1000 * 1000
+TAGGING = "job_id=job-1&prediction_id=abc123"
+SimFactory = Callable[..., WaveSpeedSimulator]
+
+
+def no_dns(host: str, port: int) -> list[str]:
+    raise AssertionError(f"no DNS lookup expected, got {host}:{port}")
+
+
+@pytest.fixture(scope="module")
+def moto_s3() -> Iterator[S3Client]:
+    """One moto S3 for the module (starting moto per test is the slow part)."""
+    with pytest.MonkeyPatch.context() as env, mock_aws():
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            env.setenv(name, value)
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+@pytest.fixture
+def s3(moto_s3: S3Client) -> Iterator[S3Client]:
+    """The videos bucket, emptied of objects and multipart uploads after each test."""
+    yield moto_s3
+    for upload in moto_s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
+        moto_s3.abort_multipart_upload(
+            Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+    for item in moto_s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        moto_s3.delete_object(Bucket=BUCKET, Key=item["Key"])
+
+
+@pytest.fixture
+def make_sim() -> Iterator[SimFactory]:
+    started: list[WaveSpeedSimulator] = []
+
+    def factory(**overrides: Any) -> WaveSpeedSimulator:
+        settings: dict[str, Any] = {"generation_seconds": 0.0, "processing_after_seconds": 0.0}
+        settings.update(overrides)
+        sim = WaveSpeedSimulator(SimulatorConfig(**settings)).start()
+        started.append(sim)
+        return sim
+
+    yield factory
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(make_sim: SimFactory) -> WaveSpeedSimulator:
+    return make_sim()
+
+
+def generated(sim: WaveSpeedSimulator, prompt: str) -> tuple[str, str]:
+    """Submits a prompt through the real client; returns (task id, first output URL)."""
+    api = WaveSpeedClient(sim.base_url, lambda: sim.config.api_key, sleep=lambda s: None)
+    task_id = api.submit_generation({"prompt": prompt})
+    prediction = api.check_prediction(task_id)
+    assert prediction.status == "completed"
+    return task_id, prediction.outputs[0]
+
+
+def copier_for(
+    s3: S3Client, *local_hosts: str, max_bytes: int = 2 * 1024**3, attempts: int = 3
+) -> VideoCopier:
+    policy = DownloadPolicy(
+        allowed_hosts=DEFAULT_OUTPUT_HOSTS,
+        local_hosts=local_hosts,
+        max_bytes=max_bytes,
+        timeout_s=5.0,
+    )
+    return VideoCopier(
+        s3, policy, part_bytes=PART, concurrency=2, attempts=attempts, resolver=no_dns
+    )
+
+
+def stored_bytes(s3: S3Client) -> bytes:
+    return s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()
+
+
+def tags(s3: S3Client) -> dict[str, str]:
+    tag_set = s3.get_object_tagging(Bucket=BUCKET, Key=KEY)["TagSet"]
+    return {tag["Key"]: tag["Value"] for tag in tag_set}
+
+
+def assert_nothing_left(s3: S3Client) -> None:
+    """No object and no (billable, invisible) multipart upload remains in the bucket."""
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def copy_refused(copier: VideoCopier, url: str, code: str) -> PermanentError:
+    with pytest.raises(PermanentError) as caught:
+        copier.copy(url, BUCKET, KEY, tagging=TAGGING)
+    assert caught.value.code == code, caught.value
+    return caught.value
+
+
+# ------------------------------------------------------------------------------ a tiny web server
+
+
+@dataclass
+class Served:
+    """What a local test server does for GET: redirect, or send bytes (optionally misbehaving)."""
+
+    body: bytes = b""
+    redirect_to: str | None = None
+    chunked: bool = False
+    cut_first: bool = False
+    ignore_range: bool = False
+    #: Answer a Range from the start of its `range_block`-aligned block (RFC 9110 allows it).
+    range_block: int = 0
+    #: Answer a Range with 206 but the body's first bytes and no Content-Range (a broken proxy).
+    shifted_206: bool = False
+    #: Hold the body back this long after the headers (a slow origin).
+    pause_after_headers: float = 0.0
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    served: Served
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def do_GET(self) -> None:
+        served = self.server.served
+        served.requests.append({"path": self.path, **dict(self.headers.items())})
+        if served.redirect_to is not None:
+            self.send_response(302)
+            self.send_header("Location", served.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = served.body
+        partial = "Range" in self.headers and not served.ignore_range
+        start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-")) if partial else 0
+        if served.range_block:
+            start -= start % served.range_block
+        if served.shifted_206:
+            body, start = body[: len(body) - start], 0
+        self.send_response(206 if partial else 200)
+        self.send_header("Content-Type", "video/mp4")
+        if partial and not served.shifted_206:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        if served.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for offset in range(0, len(body), 64 * 1024):
+                piece = body[offset : offset + 64 * 1024]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        if served.pause_after_headers:
+            self.wfile.flush()
+            time.sleep(served.pause_after_headers)
+        if served.cut_first and len(served.requests) == 1:
+            self.wfile.write(body[start : len(body) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Served], str]]:
+    """Starts a local HTTP server behaving as told; returns its host:port."""
+    servers: list[_Server] = []
+
+    def start(served: Served) -> str:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.served = served
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        servers.append(server)
+        return f"127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def mp4_bytes(size: int) -> bytes:
+    """Bytes that pass the ftyp check, with a non-repeating tail so misplaced bytes show."""
+    head = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+    tail = b"".join(hashlib.sha256(b"%d" % n).digest() for n in range(size // 32 + 1))
+    return (head + tail)[:size]
+
+
+# ------------------------------------------------------------------------------ successful copies
+
+
+def test_copy_stores_identical_bytes_when_output_downloads(
+    s3: S3Client, sim: WaveSpeedSimulator
+) -> None:
+    # Given a generated video served by the simulator
+    task_id, url = generated(sim, "a lighthouse at dusk")
+
+    # When copying it into S3
+    stored = copier_for(s3, sim.host_port).copy(url, BUCKET, KEY, tagging=TAGGING)
+
+    # Then the object holds exactly the simulator's bytes, typed and tagged with its sha256
+    data = stored_bytes(s3)
+    expected = sim.output_sha256(task_id)
+    assert hashlib.sha256(data).hexdigest() == expected
+    assert stored == StoredObject(BUCKET, KEY, sim.output_size(task_id), expected)
+    head = s3.head_object(Bucket=BUCKET, Key=KEY)
+    assert head["ContentType"] == "video/mp4"
+    assert head["ContentLength"] == len(data)
+    assert tags(s3) == {"sha256": expected, "job_id": "job-1", "prediction_id": "abc123"}
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert sim.stats()["downloads_completed"] == 1
+
+
+def test_copy_uploads_several_parts_when_output_larger_than_part(
+    s3: S3Client, make_sim: SimFactory
+) -> None:
+    # Given a 12 MB video and 5 MiB parts
+    sim = make_sim(output_size=BIG)
+    task_id, url = generated(sim, "a long take")
+
+    # When copying it
+    stored = copier_for(s3, sim.host_port).copy(url, BUCKET, KEY, tagging=TAGGING)
+
+    # Then the bytes match and S3 assembled them from three parts
+    assert hashlib.sha256(stored_bytes(s3)).hexdigest() == sim.output_sha256(task_id)
+    assert stored.size == BIG
+    head = s3.head_object(Bucket=BUCKET, Key=KEY)
+    assert head["ETag"].strip('"').endswith("-3")
+    assert tags(s3)["sha256"] == stored.sha256
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("size", [None, BIG])
+def test_copy_resumes_when_download_cut_once(
+    s3: S3Client, make_sim: SimFactory, size: int | None
+) -> None:
+    # Given a video whose first download is cut halfway (after a part was sent, when big)
+    sim = make_sim(output_size=size)
+    task_id, url = generated(sim, "flaky cdn [sim:cut-once]")
+
+    # When copying it
+    stored = copier_for(s3, sim.host_port).copy(url, BUCKET, KEY, tagging=TAGGING)
+
+    # Then a second (ranged) download finished it and the stored bytes are exact
+    assert hashlib.sha256(stored_bytes(s3)).hexdigest() == sim.output_sha256(task_id)
+    assert stored.sha256 == sim.output_sha256(task_id)
+    assert tags(s3)["sha256"] == stored.sha256
+    stats = sim.stats()
+    assert (stats["downloads_started"], stats["downloads_completed"]) == (2, 1)
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_copy_restarts_from_zero_when_server_ignores_range(
+    s3: S3Client, serve: Callable[[Served], str]
+) -> None:
+    # Given a server that cuts the first 12 MB download halfway and ignores Range afterwards
+    body = mp4_bytes(BIG)
+    served = Served(body=body, cut_first=True, ignore_range=True)
+    host = serve(served)
+
+    # When copying it
+    stored = copier_for(s3, host).copy(f"http://{host}/v.mp4", BUCKET, KEY, tagging=TAGGING)
+
+    # Then it asked to resume past a part it had already uploaded, was sent everything again,
+    # and stored each byte once, in order
+    first, second = (request.get("Range") for request in served.requests)
+    assert first is None and second is not None
+    assert PART <= int(second.removeprefix("bytes=").rstrip("-")) <= BIG // 2
+    assert stored_bytes(s3) == body
+    assert stored.sha256 == hashlib.sha256(body).hexdigest()
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize(
+    "served",
+    [
+        Served(cut_first=True, range_block=4 * MIB),
+        Served(cut_first=True, shifted_206=True),
+    ],
+    ids=["block-aligned-206", "206-without-content-range"],
+)
+def test_copy_stores_exact_bytes_when_resumed_range_differs_from_request(
+    s3: S3Client, serve: Callable[[Served], str], served: Served
+) -> None:
+    # Given a 12 MB download cut halfway, then answered with a 206 that does not start where
+    # asked: earlier (block-aligned, announced in Content-Range) or without any Content-Range
+    served.body = body = mp4_bytes(BIG)
+    host = serve(served)
+
+    # When copying it
+    stored = copier_for(s3, host).copy(f"http://{host}/v.mp4", BUCKET, KEY, tagging=TAGGING)
+
+    # Then no byte is duplicated or shifted: the object is exactly the source
+    assert stored_bytes(s3) == body
+    assert stored.sha256 == hashlib.sha256(body).hexdigest() == tags(s3)["sha256"]
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_copy_follows_redirect_when_target_allowed(
+    s3: S3Client, sim: WaveSpeedSimulator, serve: Callable[[Served], str]
+) -> None:
+    # Given a local server redirecting to the simulator's output, both allowed
+    task_id, url = generated(sim, "moved")
+    front = serve(Served(redirect_to=url))
+
+    # When copying from the redirecting URL
+    copier_for(s3, front, sim.host_port).copy(f"http://{front}/v.mp4", BUCKET, KEY)
+
+    # Then the video arrived intact
+    assert hashlib.sha256(stored_bytes(s3)).hexdigest() == sim.output_sha256(task_id)
+
+
+# ------------------------------------------------------------------------------ failed copies
+
+
+@pytest.mark.parametrize("size", [None, BIG])
+def test_copy_fails_leaving_nothing_when_download_always_truncated(
+    s3: S3Client, make_sim: SimFactory, size: int | None
+) -> None:
+    # Given a video whose downloads always stop halfway (a part is already uploaded when big)
+    sim = make_sim(output_size=size)
+    _, url = generated(sim, "broken cdn [sim:truncate]")
+
+    # When copying it with three attempts
+    error = copy_refused(copier_for(s3, sim.host_port), url, "download_incomplete")
+
+    # Then it gave up after three downloads, and no object or multipart upload remains
+    assert "3 attempts" in error.message
+    assert sim.stats()["downloads_started"] == 3
+    assert_nothing_left(s3)
+
+
+def test_copy_fails_leaving_nothing_when_output_not_mp4(
+    s3: S3Client, sim: WaveSpeedSimulator
+) -> None:
+    # Given an "output" that is an HTML error page served as video/mp4
+    _, url = generated(sim, "bad cdn [sim:not-mp4]")
+
+    # When copying it / Then it is refused as not_mp4 and nothing is stored
+    copy_refused(copier_for(s3, sim.host_port), url, "not_mp4")
+    assert_nothing_left(s3)
+
+
+def test_copy_fails_leaving_nothing_when_content_length_over_limit(
+    s3: S3Client, make_sim: SimFactory
+) -> None:
+    # Given a 12 MB video and a 10 MiB limit
+    sim = make_sim(output_size=BIG)
+    _, url = generated(sim, "too long")
+
+    # When copying it
+    copy_refused(copier_for(s3, sim.host_port, max_bytes=10 * MIB), url, "output_too_large")
+
+    # Then nothing is stored and the download was not read through
+    assert_nothing_left(s3)
+    assert sim.stats()["downloads_completed"] == 0
+
+
+def test_copy_fails_leaving_nothing_when_unsized_body_over_limit(
+    s3: S3Client, serve: Callable[[Served], str]
+) -> None:
+    # Given a chunked (no Content-Length) 12 MB body and a 6 MiB limit, so a part is sent first
+    host = serve(Served(body=mp4_bytes(BIG), chunked=True))
+
+    # When copying it / Then it stops at the limit and aborts what it uploaded
+    copier = copier_for(s3, host, max_bytes=6 * MIB)
+    copy_refused(copier, f"http://{host}/v.mp4", "output_too_large")
+    assert_nothing_left(s3)
+
+
+def test_next_copy_succeeds_when_previous_left_body_unread(
+    s3: S3Client, serve: Callable[[Served], str]
+) -> None:
+    # Given a slow origin whose first output is refused on its Content-Length alone
+    served = Served(body=mp4_bytes(2 * MIB), pause_after_headers=0.5)
+    host = serve(served)
+    copier = copier_for(s3, host, max_bytes=MIB, attempts=1)
+    copy_refused(copier, f"http://{host}/too-big.mp4", "output_too_large")
+
+    # When the same copier (one per Lambda container) copies a small output from that origin
+    served.body = body = mp4_bytes(4096)
+    stored = copier.copy(f"http://{host}/next.mp4", BUCKET, KEY)
+
+    # Then it is not handed the first, abandoned body: the new video is stored exactly
+    assert stored_bytes(s3) == body
+    assert stored.size == len(body)
+
+
+def test_copy_fails_when_output_gone(s3: S3Client, sim: WaveSpeedSimulator) -> None:
+    # Given / When copying an output URL the simulator does not have
+    url = f"{sim.base_url}/outputs/{'0' * 32}/0.mp4"
+    copy_refused(copier_for(s3, sim.host_port), url, "output_missing")
+
+    # Then nothing is stored
+    assert_nothing_left(s3)
+
+
+# ------------------------------------------------------------------------------ refused URLs
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["http://{target}/video.mp4", "https://{target}/video.mp4"],
+)
+def test_redirect_refused_before_request_when_target_disallowed(
+    s3: S3Client, serve: Callable[[Served], str], location: str
+) -> None:
+    # Given an allowed local server redirecting to another local server that is not allowed
+    target_served = Served(body=mp4_bytes(4096))
+    target = serve(target_served)
+    front_served = Served(redirect_to=location.format(target=target))
+    front = serve(front_served)
+
+    # When copying from the allowed one
+    with pytest.raises(RefusedUrl):
+        copier_for(s3, front).copy(f"http://{front}/v.mp4", BUCKET, KEY)
+
+    # Then the redirect was refused: the disallowed server never saw a request
+    assert len(front_served.requests) == 1
+    assert target_served.requests == []
+    assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "https://10.0.0.1/v.mp4",
+        "https://example.com/v.mp4",
+    ],
+)
+def test_redirect_refused_when_pointing_inside_or_off_list(
+    s3: S3Client, serve: Callable[[Served], str], location: str
+) -> None:
+    # Given an allowed server redirecting to the metadata service, a private or an unknown host
+    front = serve(Served(redirect_to=location))
+
+    # When / Then the copy is refused without any lookup or request there, nothing stored
+    with pytest.raises(RefusedUrl):
+        copier_for(s3, front).copy(f"http://{front}/v.mp4", BUCKET, KEY)
+    assert_nothing_left(s3)
+
+
+def test_url_refused_without_request_when_local_server_not_listed(
+    s3: S3Client, serve: Callable[[Served], str]
+) -> None:
+    # Given a local server serving a valid video, not on the local list
+    served = Served(body=mp4_bytes(4096))
+    host = serve(served)
+
+    # When copying from it over http and https
+    for url in (f"http://{host}/v.mp4", f"https://{host}/v.mp4"):
+        with pytest.raises(RefusedUrl):
+            copier_for(s3).copy(url, BUCKET, KEY)
+
+    # Then it received no request and nothing is stored
+    assert served.requests == []
+    assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://unknown.example.com/v.mp4",
+        "https://unknown.example.com/v.mp4",
+        "http://cdn.wavespeed.ai/v.mp4",
+        "https://169.254.169.254/latest/meta-data/",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1/v.mp4",
+        "https://10.1.2.3:8443/v.mp4",
+    ],
+)
+def test_url_refused_before_any_request_when_disallowed(s3: S3Client, url: str) -> None:
+    # Given a copier allowing only WaveSpeed's hosts (any DNS lookup would fail the test)
+    # When copying from a disallowed URL / Then it is refused and nothing is stored
+    with pytest.raises(RefusedUrl):
+        copier_for(s3).copy(url, BUCKET, KEY)
+    assert_nothing_left(s3)

@@ -1,0 +1,454 @@
+"""Integration tests: WaveSpeedClient over real HTTP against the simulator and a scripted API."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from kling_local.simulator import SimulatorConfig, WaveSpeedSimulator
+from kling_pipeline.errors import PermanentError, SubmitOutcomeUnknown, TransientError
+from kling_pipeline.models import JobRequest, api_payload
+from kling_pipeline.wavespeed import RetryPolicy, ThrottledSubmit, WaveSpeedClient
+
+KEY = "sim-test-key"
+ATTEMPTS = 3
+SimFactory = Callable[..., WaveSpeedSimulator]
+Reply = tuple[int, dict[str, str], dict[str, Any]]
+
+
+@pytest.fixture
+def make_sim() -> Iterator[SimFactory]:
+    started: list[WaveSpeedSimulator] = []
+
+    def factory(**overrides: Any) -> WaveSpeedSimulator:
+        settings: dict[str, Any] = {
+            "generation_seconds": 0.3,
+            "processing_after_seconds": 0.05,
+            "slow_submit_seconds": 5.0,
+        }
+        settings.update(overrides)
+        sim = WaveSpeedSimulator(SimulatorConfig(**settings)).start()
+        started.append(sim)
+        return sim
+
+    yield factory
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(make_sim: SimFactory) -> WaveSpeedSimulator:
+    return make_sim()
+
+
+class Client:
+    """A WaveSpeedClient whose sleeps are recorded instead of slept."""
+
+    def __init__(
+        self, base_url: str, *, key: str = KEY, submit_timeout_s: float = 5.0, cap_s: float = 8.0
+    ) -> None:
+        self.sleeps: list[float] = []
+        self.api = WaveSpeedClient(
+            base_url,
+            lambda: key,
+            timeout_s=5.0,
+            submit_timeout_s=submit_timeout_s,
+            retry=RetryPolicy(attempts=ATTEMPTS, base_s=0.5, cap_s=cap_s),
+            sleep=self.sleeps.append,
+            rng=random.Random(1),
+        )
+
+
+def submit_counts(sim: WaveSpeedSimulator) -> tuple[int, int]:
+    stats = sim.stats()
+    return stats["submit_requests"], stats["tasks_created"]
+
+
+class _ScriptedServer(ThreadingHTTPServer):
+    replies: list[Reply]
+    requests: list[tuple[str, str]]
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    """Answers each request with the next scripted reply (the last one repeats)."""
+
+    protocol_version = "HTTP/1.1"
+    server: _ScriptedServer
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.requests.append((self.command, self.path))
+        replies = self.server.replies
+        status, headers, payload = replies.pop(0) if len(replies) > 1 else replies[0]
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = _answer
+    do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[list[Reply]], _ScriptedServer]]:
+    """A stand-in API for answers the simulator does not give (Retry-After headers)."""
+    servers: list[_ScriptedServer] = []
+
+    def start(replies: list[Reply]) -> _ScriptedServer:
+        server = _ScriptedServer(("127.0.0.1", 0), _ScriptedHandler)
+        server.replies, server.requests = list(replies), []
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def base_of(server: _ScriptedServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def created(prediction_id: str) -> Reply:
+    data = {"id": prediction_id, "status": "created", "outputs": []}
+    return 200, {}, {"code": 200, "message": "success", "data": data}
+
+
+def throttled(retry_after: str | None) -> Reply:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return 429, headers, {"code": 429, "message": "Too many requests", "data": None}
+
+
+# ------------------------------------------------------------------------------ submit
+
+
+def test_submit_returns_prediction_id_when_accepted(sim: WaveSpeedSimulator) -> None:
+    # Given a valid job
+    job = JobRequest(prompt="a heron at dawn", aspect_ratio="1:1", duration=10, guidance_scale=0.7)
+    client = Client(sim.base_url)
+
+    # When submitting it
+    prediction_id = client.api.submit_generation(api_payload(job))
+
+    # Then exactly one task exists, with that id and the job's parameters
+    (task,) = sim.tasks()
+    assert prediction_id == task["id"]
+    assert task["input"]["prompt"] == "a heron at dawn"
+    assert (task["input"]["aspect_ratio"], task["input"]["duration"]) == ("1:1", 10)
+    assert task["input"]["guidance_scale"] == 0.7
+    assert submit_counts(sim) == (1, 1)
+    assert client.sleeps == []
+
+
+def test_submit_raises_permanent_when_key_wrong(sim: WaveSpeedSimulator) -> None:
+    # Given a client with a wrong API key
+    client = Client(sim.base_url, key="not-the-key")
+
+    # When submitting
+    with pytest.raises(PermanentError) as caught:
+        client.api.submit_generation({"prompt": "a fox"})
+
+    # Then it is a permanent rejection (not an ambiguous one), sent once, nothing paid
+    assert not isinstance(caught.value, SubmitOutcomeUnknown)
+    assert caught.value.code == "api_rejected"
+    assert "401" in caught.value.message
+    assert submit_counts(sim) == (1, 0)
+    assert sim.stats()["unauthorized"] == 1
+
+
+def test_submit_raises_api_rejected_when_envelope_code_not_200(sim: WaveSpeedSimulator) -> None:
+    # Given a prompt the API answers with HTTP 200 but envelope code 1001
+    client = Client(sim.base_url)
+
+    # When submitting it
+    with pytest.raises(PermanentError) as caught:
+        client.api.submit_generation({"prompt": "odd [sim:code-1001]"})
+
+    # Then it is a permanent api_rejected naming the code, with no task and no resend
+    assert not isinstance(caught.value, SubmitOutcomeUnknown)
+    assert caught.value.code == "api_rejected"
+    assert "1001" in caught.value.message
+    assert submit_counts(sim) == (1, 0)
+    assert sim.tasks() == []
+
+
+def test_submit_raises_api_rejected_when_input_invalid(sim: WaveSpeedSimulator) -> None:
+    # Given / When a body the API refuses with 400
+    client = Client(sim.base_url)
+    with pytest.raises(PermanentError) as caught:
+        client.api.submit_generation({"prompt": "x", "duration": 7})
+
+    # Then permanent, sent once, nothing created
+    assert caught.value.code == "api_rejected"
+    assert submit_counts(sim) == (1, 0)
+
+
+def test_submit_retried_once_when_rate_limited_once(sim: WaveSpeedSimulator) -> None:
+    # Given a prompt the API rate-limits on its first submit only
+    client = Client(sim.base_url)
+
+    # When submitting it
+    prediction_id = client.api.submit_generation({"prompt": "busy [sim:429-once]"})
+
+    # Then the POST was sent twice, after one backoff, and exactly one task was created
+    assert submit_counts(sim) == (2, 1)
+    assert sim.tasks()[0]["id"] == prediction_id
+    assert len(client.sleeps) == 1
+    assert 0 <= client.sleeps[0] <= 0.5  # full jitter over base * 2**0
+
+
+def test_submit_raises_throttled_when_rate_limit_persists(make_sim: SimFactory) -> None:
+    # Given an API rate-limiting every submit
+    sim = make_sim(submit_429_rate=1.0)
+    client = Client(sim.base_url)
+
+    # When submitting
+    with pytest.raises(ThrottledSubmit) as caught:
+        client.api.submit_generation({"prompt": "a fox"})
+
+    # Then it gives up after `attempts` POSTs as a transient error, nothing paid
+    assert isinstance(caught.value, TransientError)
+    assert caught.value.code == "rate_limited"
+    assert submit_counts(sim) == (ATTEMPTS, 0)
+    assert len(client.sleeps) == ATTEMPTS - 1
+    assert all(0 <= s <= min(8.0, 0.5 * 2**n) for n, s in enumerate(client.sleeps))
+
+
+def test_submit_outcome_unknown_when_api_answers_500(sim: WaveSpeedSimulator) -> None:
+    # Given a prompt the API answers with HTTP 500
+    client = Client(sim.base_url)
+
+    # When submitting it
+    with pytest.raises(SubmitOutcomeUnknown) as caught:
+        client.api.submit_generation({"prompt": "boom [sim:500-submit]"})
+
+    # Then the outcome is reported unknown and the POST is never re-sent
+    assert caught.value.code == "submit_outcome_unknown"
+    assert sim.stats()["submit_requests"] == 1
+    assert client.sleeps == []
+
+
+def test_submit_never_resent_when_connection_dropped(sim: WaveSpeedSimulator) -> None:
+    # Given a prompt whose submit the API accepts, then hangs up without answering
+    client = Client(sim.base_url)
+
+    # When submitting it
+    with pytest.raises(SubmitOutcomeUnknown):
+        client.api.submit_generation({"prompt": "vanish [sim:drop-submit]"})
+
+    # Then the paid task exists once, from exactly one POST
+    assert submit_counts(sim) == (1, 1)
+    assert client.sleeps == []
+
+    # And the client stays usable for the next job
+    client.api.submit_generation({"prompt": "next one"})
+    assert submit_counts(sim) == (2, 2)
+
+
+def test_submit_outcome_unknown_when_answer_slower_than_timeout(make_sim: SimFactory) -> None:
+    # Given an API that holds the submit answer for 5 s, and a client waiting 0.3 s
+    sim = make_sim(slow_submit_seconds=5.0)
+    client = Client(sim.base_url, submit_timeout_s=0.3)
+
+    # When submitting
+    with pytest.raises(SubmitOutcomeUnknown):
+        client.api.submit_generation({"prompt": "tortoise [sim:slow-submit]"})
+
+    # Then one POST was sent, not repeated, and its task does exist
+    assert submit_counts(sim) == (1, 1)
+    assert client.sleeps == []
+
+
+def test_submit_raises_throttled_when_connection_refused() -> None:
+    # Given a port nothing listens on
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = Client(f"http://127.0.0.1:{port}")
+
+    # When submitting
+    with pytest.raises(ThrottledSubmit) as caught:
+        client.api.submit_generation({"prompt": "a fox"})
+
+    # Then it tried `attempts` times (a backoff between each) and reports a transient failure
+    assert caught.value.code == "api_unreachable"
+    assert len(client.sleeps) == ATTEMPTS - 1
+
+
+def test_submit_honours_retry_after_when_rate_limited(
+    scripted: Callable[[list[Reply]], _ScriptedServer],
+) -> None:
+    # Given an API answering 429 with Retry-After 3, then 429 with Retry-After 600, then 200
+    server = scripted([throttled("3"), throttled("600"), created("pred-1")])
+    client = Client(base_of(server), cap_s=8.0)
+
+    # When submitting
+    prediction_id = client.api.submit_generation({"prompt": "a fox"})
+
+    # Then it waited what the API asked, bounded by the policy cap, and got the id
+    assert prediction_id == "pred-1"
+    assert client.sleeps == [3.0, 8.0]
+    assert [method for method, _ in server.requests] == ["POST"] * 3
+
+
+# ------------------------------------------------------------------------------ status reads
+
+
+def test_check_prediction_reads_status_when_task_exists(sim: WaveSpeedSimulator) -> None:
+    # Given a submitted task
+    client = Client(sim.base_url)
+    prediction_id = client.api.submit_generation({"prompt": "a fox"})
+
+    # When reading its status
+    prediction = client.api.check_prediction(prediction_id)
+
+    # Then it is the same prediction, in progress, read with one GET
+    assert prediction.id == prediction_id
+    assert prediction.status in {"created", "processing"}
+    assert prediction.outputs == []
+    assert sim.stats()["result_requests"] == 1
+
+
+def test_check_prediction_recovers_when_one_poll_fails(sim: WaveSpeedSimulator) -> None:
+    # Given a task whose first status read answers 500
+    client = Client(sim.base_url)
+    prediction_id = client.api.submit_generation({"prompt": "flaky [sim:poll-500-once]"})
+
+    # When reading its status
+    prediction = client.api.check_prediction(prediction_id)
+
+    # Then the GET was retried once after a backoff and the status came back
+    assert prediction.id == prediction_id
+    assert sim.stats()["result_requests"] == 2
+    assert len(client.sleeps) == 1
+    assert sim.stats()["submit_requests"] == 1
+
+
+def test_check_prediction_raises_transient_when_5xx_persists(make_sim: SimFactory) -> None:
+    # Given an API whose status reads always fail with a 5xx
+    sim = make_sim(poll_5xx_rate=1.0)
+    client = Client(sim.base_url)
+    prediction_id = client.api.submit_generation({"prompt": "a fox"})
+
+    # When reading the status
+    with pytest.raises(TransientError) as caught:
+        client.api.check_prediction(prediction_id)
+
+    # Then it gave up after `attempts` GETs, with a backoff between each
+    assert caught.value.code in {"http_500", "http_502", "http_503"}
+    assert sim.stats()["result_requests"] == ATTEMPTS
+    assert len(client.sleeps) == ATTEMPTS - 1
+    assert all(0 <= s <= min(8.0, 0.5 * 2**n) for n, s in enumerate(client.sleeps))
+
+
+def test_check_prediction_raises_permanent_when_prediction_unknown(
+    sim: WaveSpeedSimulator,
+) -> None:
+    # Given / When reading a prediction that does not exist
+    client = Client(sim.base_url)
+    with pytest.raises(PermanentError) as caught:
+        client.api.check_prediction("doesnotexist")
+
+    # Then it is permanent and not retried
+    assert caught.value.code == "api_rejected"
+    assert sim.stats()["result_requests"] == 1
+    assert client.sleeps == []
+
+
+def test_check_prediction_raises_permanent_when_key_wrong(sim: WaveSpeedSimulator) -> None:
+    # Given / When reading a status with a wrong key / Then permanent, not retried
+    with pytest.raises(PermanentError) as caught:
+        Client(sim.base_url, key="wrong").api.check_prediction("abc")
+    assert "401" in caught.value.message
+    assert sim.stats()["unauthorized"] == 1
+
+
+def test_check_prediction_raises_transient_when_api_unreachable() -> None:
+    # Given a port nothing listens on
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = Client(f"http://127.0.0.1:{port}")
+
+    # When reading a status / Then it retries, then raises a transient error
+    with pytest.raises(TransientError) as caught:
+        client.api.check_prediction("abc")
+    assert caught.value.code == "api_unreachable"
+    assert len(client.sleeps) == ATTEMPTS - 1
+
+
+def test_check_prediction_honours_retry_after_when_rate_limited(
+    scripted: Callable[[list[Reply]], _ScriptedServer],
+) -> None:
+    # Given an API answering the status read with 429 + Retry-After 2, then with the status
+    server = scripted([throttled("2"), created("pred-9")])
+    client = Client(base_of(server))
+
+    # When reading the status
+    prediction = client.api.check_prediction("pred-9")
+
+    # Then it slept exactly what the API asked before the second GET
+    assert prediction.status == "created"
+    assert client.sleeps == [2.0]
+    assert [method for method, _ in server.requests] == ["GET", "GET"]
+
+
+def test_check_prediction_backs_off_with_jitter_when_retry_after_absent(
+    scripted: Callable[[list[Reply]], _ScriptedServer],
+) -> None:
+    # Given an API answering 429 without Retry-After twice, then the status
+    server = scripted([throttled(None), throttled("soon"), created("pred-3")])
+    client = Client(base_of(server))
+
+    # When reading the status
+    client.api.check_prediction("pred-3")
+
+    # Then the waits are full-jitter exponential: within [0, base * 2**attempt]
+    assert len(client.sleeps) == 2
+    assert 0 <= client.sleeps[0] <= 0.5
+    assert 0 <= client.sleeps[1] <= 1.0
+
+
+# ------------------------------------------------------------------------------ prompt optimizer
+
+
+def test_enhance_prompt_returns_longer_prompt_when_optimizer_ok(sim: WaveSpeedSimulator) -> None:
+    # Given the optimizer / When enhancing a short prompt
+    enhanced = Client(sim.base_url).api.enhance_prompt("a cat on a roof")
+
+    # Then the prompt comes back extended, and no video task was paid for
+    assert enhanced.startswith("a cat on a roof ")
+    assert len(enhanced) > len("a cat on a roof") + 20
+    assert sim.stats()["optimizer_requests"] == 1
+    assert submit_counts(sim) == (0, 0)
+
+
+def test_enhance_prompt_raises_when_optimizer_fails(sim: WaveSpeedSimulator) -> None:
+    # Given / When the optimizer answers 500
+    with pytest.raises(TransientError) as caught:
+        Client(sim.base_url).api.enhance_prompt("x [sim:optimizer-fail]")
+
+    # Then a transient error says so, and nothing was submitted
+    assert caught.value.code == "http_500"
+    assert "prompt optimizer" in caught.value.message
+    assert submit_counts(sim) == (0, 0)
