@@ -10,7 +10,7 @@ from kling_pipeline.observability import logger, metrics, tracer
 from kling_pipeline.wiring import delivery_service
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -443,6 +443,12 @@ class LocalPipeline:
         except Exception as exc:  # noqa: BLE001 - reported to the state machine like Lambda
             error = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
             return json.dumps(error), True, ""
+        finally:
+            # With metrics disabled nothing flushes them; Powertools would print a blob of EMF
+            # on stdout every 100 values, mixing into the runner's one-line-per-job output.
+            from kling_pipeline.observability import metrics
+
+            metrics.clear_metrics()
         return json.dumps(result), False, ""
 
     # ------------------------------------------------------------------ inputs
@@ -603,10 +609,14 @@ class LocalPipeline:
         """Drives pollers until no message is queued or in flight and no workflow runs."""
         started = time.time()
         idle_rounds = 0
+        reported = 0.0
         while time.time() - started < timeout_s:
             handled = self.poll_queues_once()
             self._drain_tap()
-            self._report_states()
+            if self.options.progress is not None and time.time() - reported >= 0.5:
+                # A full table scan: only for progress lines, and at most twice a second.
+                self._report_states()
+                reported = time.time()
             if handled:
                 idle_rounds = 0
                 continue
@@ -646,20 +656,27 @@ class LocalPipeline:
         return list(answer.get("Uploads", []))
 
     def dead_letters(self) -> list[Any]:
-        """Everything in the DLQ (received with a zero visibility timeout, not deleted)."""
+        """Everything in the DLQ, left in place: each message is hidden while the queue is read
+        (so the next receive returns others), then made visible again."""
         seen: dict[str, Any] = {}
-        for _ in range(20):
+        handles: list[str] = []
+        while True:
             messages = self.sqs.receive_message(
                 QueueUrl=self.dlq_url,
                 MaxNumberOfMessages=10,
                 MessageAttributeNames=["All"],
                 AttributeNames=["All"],
-                VisibilityTimeout=0,
+                VisibilityTimeout=30,
             ).get("Messages", [])
             if not messages:
                 break
             for message in messages:
                 seen[message["MessageId"]] = message
+                handles.append(message["ReceiptHandle"])
+        for handle in handles:
+            self.sqs.change_message_visibility(
+                QueueUrl=self.dlq_url, ReceiptHandle=handle, VisibilityTimeout=0
+            )
         return list(seen.values())
 
     def export(self, out_dir: Path) -> list[Path]:

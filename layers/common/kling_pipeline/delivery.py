@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from .errors import PermanentError
 from .models import Notification
 from .notify import Notifier
 from .observability import logger, metrics
@@ -75,7 +76,17 @@ class DeliveryService:
             tagging = f"job_id={quote(job_id)}&prediction_id={quote(prediction_id)}"
             if nsfw:
                 tagging += "&nsfw=true"
-            stored = self._copier.copy(url, bucket, key, tagging=tagging)
+            try:
+                stored = self._copier.copy(url, bucket, key, tagging=tagging)
+            except PermanentError as exc:
+                if not outputs:
+                    raise
+                # Earlier outputs are verified and paid for: keep them, and say where they are.
+                kept = ", ".join(o["uri"] for o in outputs)
+                raise PermanentError(
+                    f"output {index} failed ({exc.message}); already stored: {kept}",
+                    code=exc.code,
+                ) from None
             metrics.add_metric(name="BytesCopied", unit="Bytes", value=stored.size)
             output: Json = {
                 "bucket": bucket,

@@ -29,6 +29,8 @@ SUBMITTING = "submitting"
 SUBMITTED = "submitted"
 RUNNING = "running"
 TERMINAL = ("completed", "failed", "rejected")
+#: `redrivable` value of a refused job that never paid: a redrive starts it from scratch.
+NEW = "new"
 #: How long a terminal claim's holder has to publish before another attempt may take over.
 TERMINAL_LEASE_S = 120
 
@@ -234,9 +236,49 @@ class JobLedger:
             ExpressionAttributeValues={":t": {"S": datetime.now(UTC).isoformat()}},
         )
 
-    def unclaim_terminal(self, job_id: str) -> None:
-        """Budget refusals are parked for redrive, so their job id must stay reusable."""
-        self._db.delete_item(TableName=self._table, Key=self._key(job_id))
+    def mark_redrivable(self, job_id: str, *, resume_state: str | None) -> None:
+        """Lets a redrive of the parked message run the job again.
+
+        `resume_state` None: nothing was paid, the job starts over. `submitted`: a task exists,
+        a redrive only starts its workflow with the stored prediction id (never a new POST).
+        """
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(job_id),
+            UpdateExpression="SET redrivable = :r",
+            ExpressionAttributeValues={":r": {"S": resume_state or NEW}},
+        )
+
+    def reopen(self, job_id: str) -> bool:
+        """Undoes a redrivable refusal (a DLQ redrive); other records are left alone."""
+        record = self.get(job_id)
+        resume = record.item.get("redrivable", {}).get("S") if record else None
+        if resume is None:
+            return False
+        try:
+            if resume == NEW:
+                self._db.delete_item(
+                    TableName=self._table,
+                    Key=self._key(job_id),
+                    ConditionExpression="redrivable = :r",
+                    ExpressionAttributeValues={":r": {"S": resume}},
+                )
+            else:
+                values: dict[str, Any] = {":r": {"S": resume}, ":resume": {"S": resume}}
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=self._key(job_id),
+                    UpdateExpression="SET #s = :resume REMOVE terminal_status, "
+                    "terminal_lease_until, notified_at, parked_at, redrivable",
+                    ConditionExpression="redrivable = :r",
+                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeValues=values,
+                )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
 
     def reserve_budget(self, day: str, amount_usd: float, cap_usd: float) -> bool:
         """Atomically adds `amount_usd` to the day's spend unless that would pass the cap."""

@@ -207,6 +207,8 @@ class FileEntry:
     label: str
     job: JobRequest | None
     error: ValidationError | None
+    #: The `job_id` an invalid entry asked for, when readable: its rejection is sent under it.
+    requested_job_id: str | None = None
 
 
 class PromptFileRejected(PermanentError):
@@ -240,7 +242,7 @@ def parse_prompt_file(key: str, data: bytes, *, max_bytes: int, max_jobs: int) -
         # JSON allows raw inside strings, breaking the job and shifting line numbers.
         for number, line in enumerate(text.split("\n"), start=1):
             if line.strip():
-                entries.append(_entry(number, f"{key} line {number}", _decoder(line)))
+                entries.append(_entry(number, f"{key} line {number}", _decoder(line), line))
     else:
         try:
             decoded = json.loads(text)
@@ -251,7 +253,7 @@ def parse_prompt_file(key: str, data: bytes, *, max_bytes: int, max_jobs: int) -
         items = decoded if isinstance(decoded, list) else [decoded]
         for index, item in enumerate(items, start=1):
             entries.append(
-                _entry(index, f"{key} item {index}", lambda item=item: parse_job_object(item))
+                _entry(index, f"{key} item {index}", lambda item=item: parse_job_object(item), item)
             )
     if not entries:
         raise PromptFileRejected(f"{key}: holds no job")
@@ -271,11 +273,25 @@ def _decoder(line: str) -> Any:
     return decode
 
 
-def _entry(position: int, label: str, parse: Any) -> FileEntry:
+def _entry(position: int, label: str, parse: Any, raw: Any = None) -> FileEntry:
     try:
         return FileEntry(position, label, parse(), None)
     except ValidationError as exc:
-        return FileEntry(position, label, None, exc)
+        return FileEntry(position, label, None, exc, requested_job_id(raw))
+
+
+def requested_job_id(raw: Any) -> str | None:
+    """The valid `job_id` of a decoded (possibly invalid) job object, if it names one."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+    if isinstance(raw, dict):
+        job_id = raw.get("job_id")
+        if isinstance(job_id, str) and JOB_ID_PATTERN.match(job_id):
+            return job_id
+    return None
 
 
 def wavespeed_cost(job: JobRequest | None, *, paid: bool) -> Json:

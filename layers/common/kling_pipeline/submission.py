@@ -32,6 +32,7 @@ from .models import (
     api_payload,
     file_job_id,
     message_job_id,
+    parse_job_object,
     parse_message_body,
     parse_prompt_file,
     wavespeed_cost,
@@ -162,23 +163,28 @@ class SubmissionService:
             job_id = _loose_job_id(body, delivery)
             self._refuse(job_id, "rejected", exc, source, _echo(body), {}, delivery)
             return
-        job = job.with_job_id(
-            job.job_id or _parked_job_id(delivery) or message_job_id(job, delivery.message_id)
-        )
+        parked_as = _parked_job_id(delivery)
+        job = job.with_job_id(job.job_id or parked_as or message_job_id(job, delivery.message_id))
+        if parked_as:
+            # A message redriven from the DLQ: a refusal that can be retried gets a new chance.
+            self._ledger.reopen(job.job_id or "")
         try:
             self.submit_job(job, source)
         except BudgetExceeded as exc:
             self._refuse(
                 job.job_id or "", "failed", exc, source, job.input_view(), job.metadata, delivery
             )
-            self._ledger.unclaim_terminal(job.job_id or "")
+            self._ledger.mark_redrivable(job.job_id or "", resume_state=None)
         except PermanentError as exc:
             self._refuse(
                 job.job_id or "", "failed", exc, source, job.input_view(), job.metadata, delivery
             )
+            if exc.code == "api_key_missing":
+                # Nothing was sent: once the key is set, a redrive runs these jobs.
+                self._ledger.mark_redrivable(job.job_id or "", resume_state=None)
         except TransientError as exc:
-            self._after_transient(job, source, exc, delivery)
-            raise
+            if not self._after_transient(job, source, exc, delivery):
+                raise
 
     @staticmethod
     def _s3_event(body: str) -> Json | None:
@@ -212,6 +218,7 @@ class SubmissionService:
     def submit_job(self, job: JobRequest, source: Json) -> str | None:
         """Submits `job` unless its id was seen; returns the prediction id when it ran now."""
         job_id = job.job_id or ""
+        self._api.check_credentials()
         existing = self._ledger.claim_submission(
             job_id, lease_s=self._settings.submit_lease_s, job=job.to_message(), source=source
         )
@@ -339,6 +346,7 @@ class SubmissionService:
         delivery: Delivery | None,
         *,
         request_id: str | None = None,
+        paid: bool = False,
     ) -> None:
         """One terminal notification, then the message is parked in the DLQ with its reason."""
         detail: Json = {"code": error.code, "message": error.message}
@@ -353,7 +361,7 @@ class SubmissionService:
                 request_id=request_id,
                 error=detail,
                 metadata=metadata if isinstance(metadata, dict) else {},
-                cost=wavespeed_cost(None, paid=False),
+                cost=wavespeed_cost(self._job_of(echo), paid=paid),
             )
         )
         if delivery is None:
@@ -365,6 +373,13 @@ class SubmissionService:
                 return
         self._park(delivery, job_id, error)
         self._ledger.mark_parked(job_id)
+
+    @staticmethod
+    def _job_of(echo: Json) -> JobRequest | None:
+        try:
+            return parse_job_object(echo)
+        except ValidationError:
+            return None
 
     def _park(self, delivery: Delivery, job_id: str, error: PermanentError) -> None:
         attributes: dict[str, Any] = {
@@ -383,30 +398,33 @@ class SubmissionService:
 
     def _after_transient(
         self, job: JobRequest, source: Json, exc: TransientError, delivery: Delivery
-    ) -> None:
-        """Backs off this message only; on its last allowed receive, tells the user first."""
+    ) -> bool:
+        """Backs off this message only; on its last allowed receive it is settled here: one
+        `failed` notification and the message parked with its reason. True when settled."""
         if delivery.receive_count >= self._settings.max_receive_count:
             if exc.code == "in_progress":
-                return  # the other delivery owns the job and will notify
-            record = self._ledger.get(job.job_id or "")
+                return True  # a duplicate: the delivery that owns the job will notify
+            job_id = job.job_id or ""
+            record = self._ledger.get(job_id)
             paid = record is not None and record.state in (SUBMITTED, RUNNING)
-            self._notifier.publish_outcome(
-                Notification(
-                    job_id=job.job_id or "",
-                    status="failed",
-                    input=job.input_view(),
-                    source=source,
-                    request_id=record.prediction_id if record else None,
-                    error={
-                        "code": "retries_exhausted",
-                        "message": f"gave up after {delivery.receive_count} attempts "
-                        f"({exc.code}: {exc.message}); the message is in the dead-letter queue",
-                    },
-                    metadata=job.metadata,
-                    cost=wavespeed_cost(job, paid=paid),
-                )
+            error = PermanentError(
+                f"gave up after {delivery.receive_count} attempts ({exc.code}: {exc.message}); "
+                "the message is in the dead-letter queue and can be redriven",
+                code="retries_exhausted",
             )
-            return
+            self._refuse(
+                job_id,
+                "failed",
+                error,
+                source,
+                job.input_view(),
+                job.metadata,
+                delivery,
+                request_id=record.prediction_id if record else None,
+                paid=paid,
+            )
+            self._ledger.mark_redrivable(job_id, resume_state=SUBMITTED if paid else None)
+            return True
         if delivery.receipt_handle and self._settings.job_queue_url:
             backoff = self._retry_base_s * 2 ** (delivery.receive_count - 1)
             delay = int(min(900, backoff + random.uniform(0, self._retry_base_s)))
@@ -418,6 +436,7 @@ class SubmissionService:
                 )
             except ClientError:
                 logger.warning("could not shorten the retry delay", extra={"job_id": job.job_id})
+        return False
 
     # ---------------------------------------------------------------------------- prompt files
     def fan_out_prompt_files(self, event: Json, delivery: Delivery) -> None:
@@ -469,6 +488,8 @@ class SubmissionService:
                 job_id = entry.job.job_id
             else:
                 job_id = file_job_id(bucket, key, marker, entry.position)
+            if entry.error is not None and entry.requested_job_id:
+                job_id = entry.requested_job_id
             if entry.error is not None:
                 error = ValidationError(entry.error.field, entry.error.rule)
                 error.message = f"{entry.label}: {entry.error.message}"

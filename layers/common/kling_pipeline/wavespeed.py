@@ -50,6 +50,13 @@ class RetryPolicy:
         return rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
 
 
+def _is_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw or b""), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
 class ThrottledSubmit(TransientError):
     """The submit was provably not accepted (429 or connection refused): safe to send again."""
 
@@ -87,6 +94,21 @@ class WaveSpeedClient:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._rng = rng or random.Random()
+
+    def check_credentials(self) -> None:
+        """Reads the API key now, so a Secrets Manager outage fails before anything is claimed."""
+        try:
+            key = self._api_key()
+        except Exception as exc:  # noqa: BLE001 - any failure to read the key is retryable
+            raise TransientError(
+                f"could not read the WaveSpeed API key: {type(exc).__name__}", code="api_key"
+            ) from None
+        if not key or key.startswith("REPLACE_WITH"):
+            raise PermanentError(
+                "the WaveSpeed API key is not set: put it in the stack's ApiKeySecret "
+                "(aws secretsmanager put-secret-value --secret-id <name> --secret-string <key>)",
+                code="api_key_missing",
+            )
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -152,6 +174,11 @@ class WaveSpeedClient:
                     raise ThrottledSubmit("submit: WaveSpeed answered 429", code="rate_limited")
                 self._sleep(self._retry.delay(attempt, _retry_after(response.headers), self._rng))
                 continue
+            if response.status == 200 and not _is_json_object(response.data):
+                raise SubmitOutcomeUnknown(
+                    "WaveSpeed accepted the submit request (HTTP 200) but its answer could not "
+                    "be read; a task may have been created"
+                )
             if response.status >= 500:
                 raise SubmitOutcomeUnknown(
                     f"WaveSpeed answered HTTP {response.status} to the submit request; "
