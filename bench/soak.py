@@ -26,6 +26,8 @@ from .soak_verify import SoakReport, verify
 from .soak_workload import SoakPipeline, Upload, Workload, iter_sends, plan_workload
 
 MIN_PART_BYTES = 5 * 1024 * 1024
+#: Two parts per video at the minimum part size: truncations then abort uploads holding parts.
+DEFAULT_OUTPUT_SIZE = 6_000_000
 
 
 class _LineCounter(io.TextIOBase):
@@ -55,7 +57,7 @@ class SoakConfig:
     cut_once_rate: float = 0.02
     truncate_rate: float = 0.01
     generation_seconds: float = 0.75
-    output_size: int | None = None
+    output_size: int | None = DEFAULT_OUTPUT_SIZE
     progress: bool = True
 
     def simulator(self) -> SimulatorConfig:
@@ -253,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=defaults.timeout_s, help="seconds before giving up"
     )
     parser.add_argument(
-        "--output-size", type=int, default=None, help="bytes per video (default: sample size)"
+        "--output-size",
+        type=int,
+        default=DEFAULT_OUTPUT_SIZE,
+        help="bytes per video (default 6 MB: two multipart parts, so aborts are exercised)",
     )
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

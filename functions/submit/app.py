@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kling_pipeline.observability import logger, metrics, tracer
+from kling_pipeline.submission import SubmissionService
 from kling_pipeline.wiring import submission_service
 
 # Every record's outcome is reported, even when all fail, so SQS retries only those records.
@@ -25,7 +26,8 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # Records are submitted concurrently first; Powertools then reports the failed ones.
-    failures = submission_service().process_batch(event["Records"])
+    service: SubmissionService = submission_service()
+    failures = service.process_batch(event["Records"])
 
     def settle(record: SQSRecord) -> None:
         failure = failures.get(record.message_id)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 from . import clients
-from .delivery import DeliveryService
 from .ledger import JobLedger
 from .notify import Notifier
 from .settings import load_settings
-from .storage import DownloadPolicy, VideoCopier
-from .submission import SubmissionService
+
+if TYPE_CHECKING:
+    from .delivery import DeliveryService
+    from .submission import SubmissionService
+
+# Each function imports only its own service's modules (cold start): submit never loads the
+# download code, finalize never loads the submission code.
 
 
 @cache
@@ -26,6 +31,8 @@ def notifier() -> Notifier:
 
 @cache
 def submission_service() -> SubmissionService:
+    from .submission import SubmissionService
+
     settings = load_settings()
     return SubmissionService(
         settings,
@@ -41,6 +48,9 @@ def submission_service() -> SubmissionService:
 
 @cache
 def delivery_service() -> DeliveryService:
+    from .delivery import DeliveryService
+    from .storage import DownloadPolicy, VideoCopier
+
     settings = load_settings()
     policy = DownloadPolicy(
         allowed_hosts=settings.allowed_output_hosts,
