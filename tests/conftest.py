@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 
-from kling_local.pipeline import LocalOptions, LocalPipeline
-from kling_local.simulator import SimulatorConfig
+from kling_local.pipeline import LocalOptions, LocalPipeline, RunResult
+from kling_local.simulator import SimulatorConfig, WaveSpeedSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
 
 PipelineFactory = Callable[..., LocalPipeline]
+SimFactory = Callable[..., WaveSpeedSimulator]
+RUN_TIMEOUT_S = 60.0
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -46,3 +48,36 @@ def make_pipeline() -> Iterator[PipelineFactory]:
 def pipeline(make_pipeline: PipelineFactory) -> LocalPipeline:
     """A pipeline with a fast simulator and a 1-second poll schedule."""
     return make_pipeline()
+
+
+@pytest.fixture
+def make_sim(request: pytest.FixtureRequest) -> Iterator[SimFactory]:
+    """Starts WaveSpeed simulators: the test module's `SIM_DEFAULTS`, then keyword overrides."""
+    started: list[WaveSpeedSimulator] = []
+    defaults: dict[str, Any] = getattr(request.module, "SIM_DEFAULTS", {})
+
+    def factory(**overrides: Any) -> WaveSpeedSimulator:
+        sim = WaveSpeedSimulator(SimulatorConfig(**{**defaults, **overrides})).start()
+        started.append(sim)
+        return sim
+
+    yield factory
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(make_sim: SimFactory) -> WaveSpeedSimulator:
+    return make_sim()
+
+
+def simulator_of(pipeline: LocalPipeline) -> WaveSpeedSimulator:
+    assert pipeline.simulator is not None, "this pipeline runs without the simulator"
+    return pipeline.simulator
+
+
+def run(pipeline: LocalPipeline) -> RunResult:
+    """Drives the pipeline to idle and insists every job reached its terminal notification."""
+    result = pipeline.run_until_idle(RUN_TIMEOUT_S)
+    assert result.unfinished == [], f"jobs without a terminal notification: {result.unfinished}"
+    return result

@@ -10,32 +10,17 @@ import pytest
 from botocore.exceptions import ClientError
 
 from kling_local.pipeline import LocalPipeline, RunResult
-from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline import clients, wiring
 from kling_pipeline.errors import TransientError
 from kling_pipeline.models import parse_message_body
 from kling_pipeline.settings import load_settings
 from kling_pipeline.submission import SubmissionService
-from tests.conftest import PipelineFactory
+from tests.conftest import PipelineFactory, run, simulator_of
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
     from mypy_boto3_stepfunctions import SFNClient
-
-RUN_TIMEOUT_S = 60.0
-
-
-def simulator_of(pipeline: LocalPipeline) -> WaveSpeedSimulator:
-    assert pipeline.simulator is not None, "this pipeline runs without the simulator"
-    return pipeline.simulator
-
-
-def run(pipeline: LocalPipeline) -> RunResult:
-    """Drives the pipeline to idle and insists every job reached its terminal notification."""
-    result = pipeline.run_until_idle(RUN_TIMEOUT_S)
-    assert result.unfinished == [], f"jobs without a terminal notification: {result.unfinished}"
-    return result
 
 
 def statuses(result: RunResult) -> dict[str, list[str]]:

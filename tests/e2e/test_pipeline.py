@@ -7,23 +7,10 @@ import json
 from typing import Any
 
 from kling_local.pipeline import LocalPipeline, RunResult
-from kling_local.simulator import SimulatorConfig, WaveSpeedSimulator
-from tests.conftest import PipelineFactory
+from kling_local.simulator import SimulatorConfig
+from tests.conftest import PipelineFactory, run, simulator_of
 
 SCHEMA = "kling-pipeline.notification/v1"
-RUN_TIMEOUT_S = 60.0
-
-
-def simulator_of(pipeline: LocalPipeline) -> WaveSpeedSimulator:
-    assert pipeline.simulator is not None, "this pipeline runs without the simulator"
-    return pipeline.simulator
-
-
-def run(pipeline: LocalPipeline) -> RunResult:
-    """Drives the pipeline to idle and insists every job reached its terminal notification."""
-    result = pipeline.run_until_idle(RUN_TIMEOUT_S)
-    assert result.unfinished == [], f"jobs without a terminal notification: {result.unfinished}"
-    return result
 
 
 def only_notification(result: RunResult, job_id: str) -> dict[str, Any]:

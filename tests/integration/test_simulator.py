@@ -13,7 +13,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import wavespeed
 import kling_local
 from kling_local.mp4 import VideoBlob, looks_like_mp4, parse_boxes
 from kling_local.simulator import MODEL, SimulatorConfig, WaveSpeedSimulator
+from tests.conftest import SimFactory
 
 KEY = "sim-test-key"
 MODEL_PATH = f"/api/v3/{MODEL}"
@@ -31,32 +31,14 @@ OPTIMIZER_PATH = "/api/v3/wavespeed-ai/prompt-optimizer"
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
 
 Response = tuple[int, dict[str, str], bytes]
-SimFactory = Callable[..., WaveSpeedSimulator]
 
 
-@pytest.fixture
-def make_sim() -> Iterator[SimFactory]:
-    started: list[WaveSpeedSimulator] = []
-
-    def factory(**overrides: Any) -> WaveSpeedSimulator:
-        settings: dict[str, Any] = {
-            "generation_seconds": 0.2,
-            "processing_after_seconds": 0.05,
-            "slow_submit_seconds": 0.6,
-        }
-        settings.update(overrides)
-        sim = WaveSpeedSimulator(SimulatorConfig(**settings)).start()
-        started.append(sim)
-        return sim
-
-    yield factory
-    for sim in started:
-        sim.stop()
-
-
-@pytest.fixture
-def sim(make_sim: SimFactory) -> WaveSpeedSimulator:
-    return make_sim()
+#: Simulator settings of this module's `make_sim` / `sim` fixtures (tests/conftest.py).
+SIM_DEFAULTS: dict[str, Any] = {
+    "generation_seconds": 0.2,
+    "processing_after_seconds": 0.05,
+    "slow_submit_seconds": 0.6,
+}
 
 
 def call(

@@ -14,11 +14,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from kling_local.simulator import SimulatorConfig, WaveSpeedSimulator
+from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline.errors import PermanentError
 from kling_pipeline.settings import DEFAULT_OUTPUT_HOSTS
 from kling_pipeline.storage import DownloadPolicy, RefusedUrl, StoredObject, VideoCopier
 from kling_pipeline.wavespeed import WaveSpeedClient
+from tests.conftest import SimFactory
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -29,7 +30,6 @@ MIB = 1024 * 1024
 PART = 5 * MIB
 BIG = 12 * 1000 * 1000
 TAGGING = "job_id=job-1&prediction_id=abc123"
-SimFactory = Callable[..., WaveSpeedSimulator]
 
 
 def no_dns(host: str, port: int) -> list[str]:
@@ -64,25 +64,8 @@ def s3(moto_s3: S3Client) -> Iterator[S3Client]:
         moto_s3.delete_object(Bucket=BUCKET, Key=item["Key"])
 
 
-@pytest.fixture
-def make_sim() -> Iterator[SimFactory]:
-    started: list[WaveSpeedSimulator] = []
-
-    def factory(**overrides: Any) -> WaveSpeedSimulator:
-        settings: dict[str, Any] = {"generation_seconds": 0.0, "processing_after_seconds": 0.0}
-        settings.update(overrides)
-        sim = WaveSpeedSimulator(SimulatorConfig(**settings)).start()
-        started.append(sim)
-        return sim
-
-    yield factory
-    for sim in started:
-        sim.stop()
-
-
-@pytest.fixture
-def sim(make_sim: SimFactory) -> WaveSpeedSimulator:
-    return make_sim()
+#: Simulator settings of this module's `make_sim` / `sim` fixtures (tests/conftest.py).
+SIM_DEFAULTS: dict[str, Any] = {"generation_seconds": 0.0, "processing_after_seconds": 0.0}
 
 
 def generated(sim: WaveSpeedSimulator, prompt: str) -> tuple[str, str]:

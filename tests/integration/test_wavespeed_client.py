@@ -12,40 +12,23 @@ from typing import Any
 
 import pytest
 
-from kling_local.simulator import SimulatorConfig, WaveSpeedSimulator
+from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline.errors import PermanentError, SubmitOutcomeUnknown, TransientError
 from kling_pipeline.models import JobRequest, api_payload
 from kling_pipeline.wavespeed import RetryPolicy, ThrottledSubmit, WaveSpeedClient
+from tests.conftest import SimFactory
 
 KEY = "sim-test-key"
 ATTEMPTS = 3
-SimFactory = Callable[..., WaveSpeedSimulator]
 Reply = tuple[int, dict[str, str], dict[str, Any]]
 
 
-@pytest.fixture
-def make_sim() -> Iterator[SimFactory]:
-    started: list[WaveSpeedSimulator] = []
-
-    def factory(**overrides: Any) -> WaveSpeedSimulator:
-        settings: dict[str, Any] = {
-            "generation_seconds": 0.3,
-            "processing_after_seconds": 0.05,
-            "slow_submit_seconds": 5.0,
-        }
-        settings.update(overrides)
-        sim = WaveSpeedSimulator(SimulatorConfig(**settings)).start()
-        started.append(sim)
-        return sim
-
-    yield factory
-    for sim in started:
-        sim.stop()
-
-
-@pytest.fixture
-def sim(make_sim: SimFactory) -> WaveSpeedSimulator:
-    return make_sim()
+#: Simulator settings of this module's `make_sim` / `sim` fixtures (tests/conftest.py).
+SIM_DEFAULTS: dict[str, Any] = {
+    "generation_seconds": 0.3,
+    "processing_after_seconds": 0.05,
+    "slow_submit_seconds": 5.0,
+}
 
 
 class Client:

@@ -10,32 +10,20 @@ from typing import Any
 
 import pytest
 
-from kling_local.simulator import SimulatorConfig, WaveSpeedSimulator
+from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline.errors import PermanentError
 from kling_pipeline.polling import check_prediction, next_wait
 from kling_pipeline.wavespeed import RetryPolicy, WaveSpeedClient
+from tests.conftest import SimFactory
 
 Json = dict[str, Any]
-SimFactory = Callable[..., WaveSpeedSimulator]
 
 NOW = 1_700_000_000.0
 KEY = "sim-test-key"
 
 
-@pytest.fixture
-def make_sim() -> Iterator[SimFactory]:
-    started: list[WaveSpeedSimulator] = []
-
-    def factory(**overrides: Any) -> WaveSpeedSimulator:
-        settings: Json = {"generation_seconds": 0.0, "processing_after_seconds": 0.0}
-        settings.update(overrides)
-        sim = WaveSpeedSimulator(SimulatorConfig(**settings)).start()
-        started.append(sim)
-        return sim
-
-    yield factory
-    for sim in started:
-        sim.stop()
+#: Simulator settings of this module's `make_sim` / `sim` fixtures (tests/conftest.py).
+SIM_DEFAULTS: dict[str, Any] = {"generation_seconds": 0.0, "processing_after_seconds": 0.0}
 
 
 def client_for(base_url: str) -> WaveSpeedClient:

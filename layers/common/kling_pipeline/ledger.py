@@ -56,11 +56,6 @@ class JobRecord:
     def lease_expired(self) -> bool:
         return time.time() > self.lease_until
 
-    @property
-    def parked(self) -> bool:
-        """A delivery of this job was already parked in the dead-letter queue."""
-        return "parked_at" in self.item
-
 
 def _record(item: dict[str, Any]) -> JobRecord:
     def s(name: str) -> str | None:
@@ -228,12 +223,26 @@ class JobLedger:
             },
         )
 
-    def mark_parked(self, job_id: str) -> None:
+    def claim_park(self, job_id: str) -> bool:
+        """True for the one delivery of a job that parks it in the DLQ (duplicates race here)."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(job_id),
+                UpdateExpression="SET parked_at = :t",
+                ConditionExpression="attribute_not_exists(parked_at)",
+                ExpressionAttributeValues={":t": {"S": datetime.now(UTC).isoformat()}},
+            )
+            return True
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+
+    def release_park(self, job_id: str) -> None:
+        """The park failed: let the message's next delivery try again."""
         self._db.update_item(
-            TableName=self._table,
-            Key=self._key(job_id),
-            UpdateExpression="SET parked_at = :t",
-            ExpressionAttributeValues={":t": {"S": datetime.now(UTC).isoformat()}},
+            TableName=self._table, Key=self._key(job_id), UpdateExpression="REMOVE parked_at"
         )
 
     def mark_redrivable(self, job_id: str, *, resume_state: str | None) -> None:

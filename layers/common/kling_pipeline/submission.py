@@ -352,7 +352,7 @@ class SubmissionService:
         detail: Json = {"code": error.code, "message": error.message}
         if isinstance(error, ValidationError):
             detail["field"] = error.field
-        published = self._notifier.publish_outcome(
+        self._notifier.publish_outcome(
             Notification(
                 job_id=job_id,
                 status=status,
@@ -364,15 +364,13 @@ class SubmissionService:
                 cost=wavespeed_cost(self._job_of(echo), paid=paid),
             )
         )
-        if delivery is None:
-            return
-        if not published:
-            # A redelivery (lost delete, duplicate): park only if the first delivery did not.
-            record = self._ledger.get(job_id)
-            if record is not None and record.parked:
-                return
-        self._park(delivery, job_id, error)
-        self._ledger.mark_parked(job_id)
+        if delivery is None or not self._ledger.claim_park(job_id):
+            return  # nothing to park, or a duplicate delivery whose twin parked the job
+        try:
+            self._park(delivery, job_id, error)
+        except ClientError:
+            self._ledger.release_park(job_id)
+            raise TransientError("could not park the message in the dead-letter queue") from None
 
     @staticmethod
     def _job_of(echo: Json) -> JobRequest | None:
