@@ -376,11 +376,10 @@ class _Upload:
         if self._buffers <= self._concurrency and self._free.empty():
             self._buffers += 1
             return bytearray(self._part_bytes)
-        while True:
-            try:
-                return self._free.get(timeout=0.05)
-            except queue.Empty:
-                self._reap()
+        # Every part in flight hands its buffer back when done, failed or not: this wakes up.
+        buffer = self._free.get()
+        self._reap()  # a failed part fails the copy now, not at the end
+        return buffer
 
     def write(self, chunk: bytes) -> None:
         """Appends downloaded bytes; full buffers are handed off as parts."""
@@ -442,8 +441,10 @@ class _Upload:
             )
             return {"PartNumber": number, "ETag": answer["ETag"]}
         finally:
-            hashed.result()  # the buffer is reused only once the hash has read it too
-            self._free.put(buffer)
+            try:
+                hashed.exception()  # the buffer is reused only once the hash has read it too
+            finally:
+                self._free.put(buffer)
 
     def _reap(self) -> None:
         """Collects finished parts; a failed part fails the copy."""
