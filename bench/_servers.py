@@ -1,7 +1,8 @@
 """Local servers for the copy benchmarks, in their own process: moto S3 or WaveSpeed simulators.
 
-Usage: `python -m bench._servers s3` or `python -m bench._servers sim SIZE [SIZE ...]`
-(SIZE in bytes, or `default` for the simulator's small sample video). Prints one JSON line
+Usage: `python -m bench._servers s3`, `python -m bench._servers sim SIZE [SIZE ...]` (SIZE in
+bytes, or `default` for the simulator's small sample video) or `python -m bench._servers
+slow-submit SECONDS` (a simulator holding every submit answer that long). Prints one JSON line
 with the addresses, then serves until stdin is closed.
 
 S3 and WaveSpeed's CDN are remote in production. Serving them from the measuring process
@@ -70,6 +71,12 @@ def main(argv: list[str]) -> int:
     if role == "s3":
         addresses, stop = serve_s3()
         announcement: dict[str, object] = dict(addresses)
+    elif role == "slow-submit" and len(rest) == 1:
+        sim = WaveSpeedSimulator(
+            SimulatorConfig(host=LOOPBACK, submit_latency_seconds=float(rest[0]))
+        ).start()
+        announcement = {"base_url": sim.base_url, "api_key": sim.config.api_key}
+        stop = sim.stop
     elif role == "sim" and rest:
         simulators, stop = serve_simulators(rest)
         announcement = {"simulators": simulators}
