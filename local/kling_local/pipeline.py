@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -165,6 +166,8 @@ class LocalPipeline:
                 "POWERTOOLS_TRACE_DISABLED": "true",
             }
         )
+        # Metrics are off locally, so every flush would warn that there is nothing to publish.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
         aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         aws.start()
         self._stack.append(aws.stop)
