@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socketserver
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ EVENTS = ROOT / "events"
 
 PipelineFactory = Callable[..., LocalPipeline]
 SimFactory = Callable[..., WaveSpeedSimulator]
+ServerStarter = Callable[[socketserver.BaseServer], str]
 RUN_TIMEOUT_S = 60.0
 
 
@@ -81,3 +84,22 @@ def run(pipeline: LocalPipeline) -> RunResult:
     result = pipeline.run_until_idle(RUN_TIMEOUT_S)
     assert result.unfinished == [], f"jobs without a terminal notification: {result.unfinished}"
     return result
+
+
+@pytest.fixture
+def http_servers() -> Iterator[ServerStarter]:
+    """Serves a test HTTP server in a thread; returns its host:port; shuts all down after."""
+    servers: list[socketserver.BaseServer] = []
+
+    def start(server: socketserver.BaseServer) -> str:
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        servers.append(server)
+        address: Any = server.server_address
+        return f"{address[0]}:{address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from kling_pipeline.errors import PermanentError
 from kling_pipeline.settings import DEFAULT_OUTPUT_HOSTS
 from kling_pipeline.storage import DownloadPolicy, RefusedUrl, StoredObject, VideoCopier
 from kling_pipeline.wavespeed import WaveSpeedClient
-from tests.conftest import SimFactory
+from tests.conftest import ServerStarter, SimFactory
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -187,23 +186,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Served], str]]:
+def serve(http_servers: ServerStarter) -> Callable[[Served], str]:
     """Starts a local HTTP server behaving as told; returns its host:port."""
-    servers: list[_Server] = []
 
     def start(served: Served) -> str:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.served = served
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        servers.append(server)
-        return f"127.0.0.1:{server.server_address[1]}"
+        return http_servers(server)
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 def mp4_bytes(size: int) -> bytes:

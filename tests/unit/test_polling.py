@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,7 +13,7 @@ from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline.errors import PermanentError
 from kling_pipeline.polling import check_prediction, next_wait
 from kling_pipeline.wavespeed import RetryPolicy, WaveSpeedClient
-from tests.conftest import SimFactory
+from tests.conftest import ServerStarter, SimFactory
 
 Json = dict[str, Any]
 
@@ -85,23 +84,15 @@ class _CannedServer(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def canned_api() -> Iterator[Callable[[Json], str]]:
+def canned_api(http_servers: ServerStarter) -> Callable[[Json], str]:
     """A WaveSpeed stand-in for answers the simulator never gives (odd statuses, no outputs)."""
-    servers: list[_CannedServer] = []
 
     def start(data: Json) -> str:
         server = _CannedServer(("127.0.0.1", 0), _CannedHandler)
         server.data = data
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return f"http://{http_servers(server)}"
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 # ------------------------------------------------------------------------------ schedule math
