@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import shutil
 import threading
@@ -39,6 +40,9 @@ class LocalOptions:
 
     api_base: str | None = None
     api_key: str | None = None
+    #: Serve the moto AWS endpoint on this 127.0.0.1 port (0 = any) so other processes — the
+    #: `kling-pipeline` CLI with `--endpoint-url` — can use the local pipeline. None: in-process.
+    serve_port: int | None = None
     simulator: SimulatorConfig | None = None
     allow_output_hosts: list[str] = field(default_factory=list)
     #: Poll schedule for local runs (production floors are 5 s; locally 0 s is allowed).
@@ -168,9 +172,13 @@ class LocalPipeline:
         )
         # Metrics are off locally, so every flush would warn that there is nothing to publish.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
-        aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
-        aws.start()
-        self._stack.append(aws.stop)
+        self.endpoint_url: str | None = None
+        if options.serve_port is None:
+            aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+            aws.start()
+            self._stack.append(aws.stop)
+        else:
+            self._serve(options.serve_port)
         patcher = mock.patch(
             "moto.awslambda.models.LambdaFunction._invoke_lambda", self._make_invoker()
         )
@@ -209,6 +217,51 @@ class LocalPipeline:
 
         wiring.reset()
         self._stack.append(wiring.reset)
+
+    def _serve(self, port: int) -> None:
+        """moto as an HTTP server in this process: the handlers, the poller and the state
+        machine's Lambda calls still run here, and other processes can reach every resource."""
+        from moto.core.config import default_user_config
+        from moto.server import ThreadedMotoServer
+
+        previous = default_user_config["stepfunctions"].get("execute_state_machine", False)
+        default_user_config["stepfunctions"]["execute_state_machine"] = True
+        self._stack.append(
+            lambda: default_user_config["stepfunctions"].update({"execute_state_machine": previous})
+        )
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        self._stack.append(server.stop)
+        host, bound = server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{bound}"
+        # MOTO_PORT: where moto's Step Functions interpreter sends its Lambda invocations.
+        self._set_env({"AWS_ENDPOINT_URL": self.endpoint_url, "MOTO_PORT": str(bound)})
+
+    def publish_stack(self, name: str = "kling-local") -> dict[str, str]:
+        """A CloudFormation stack whose Outputs are the template's, resolved to the local
+        resources, so tools that look a stack up by name (the CLI) find this pipeline."""
+        outputs: dict[str, str] = {}
+        for key, spec in self.template.body.get("Outputs", {}).items():
+            with contextlib.suppress(Exception):  # outputs of resources not emulated locally
+                outputs[key] = str(self.template.resolve(spec["Value"]))
+        body = {
+            "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+        }
+        boto3.client("cloudformation", region_name=self.region).create_stack(
+            StackName=name, TemplateBody=json.dumps(body)
+        )
+        return outputs
+
+    def serve_forever(self, stop: threading.Event) -> None:
+        """Keeps the emulated poller and the notification tap going until `stop` is set."""
+        while not stop.is_set():
+            if not self.poll_queues_once():
+                self._drain_tap()
+                if self.options.progress is not None:
+                    self._report_states()
+                stop.wait(0.2)
 
     def close(self) -> None:
         while self._stack:

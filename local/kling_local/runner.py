@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import TextIO
 
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo", action="store_true", help="queue one example prompt when no input is given"
     )
+    parser.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        help="keep running and serve the local AWS endpoint on 127.0.0.1:PORT (stack "
+        "kling-local) for the kling-pipeline CLI; Ctrl-C stops",
+    )
     return parser
 
 
@@ -75,13 +83,30 @@ def _feed(
             print(f"uploaded s3://{pipeline.prompts_bucket}/{key}", file=progress)
 
 
+def _serve(pipeline: LocalPipeline) -> int:
+    pipeline.publish_stack("kling-local")
+    print(
+        f"serving the local pipeline: AWS endpoint {pipeline.endpoint_url}, stack kling-local\n"
+        f"  kling-pipeline --stack kling-local --endpoint-url {pipeline.endpoint_url} "
+        'submit "a red fox in snow" --wait',
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = threading.Event()
+    try:
+        pipeline.serve_forever(stop)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prompts = list(args.prompt)
     if args.demo and not (prompts or args.messages or args.upload):
         prompts.append(DEMO_PROMPT)
-    if not (prompts or args.messages or args.upload):
-        print("nothing to run: give --prompt, --messages or --upload", file=sys.stderr)
+    if not (prompts or args.messages or args.upload or args.serve is not None):
+        print("nothing to run: give --prompt, --messages, --upload or --serve", file=sys.stderr)
         return 2
     missing = [
         p for p in [*args.upload, *([args.messages] if args.messages else [])] if not p.is_file()
@@ -95,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         simulator=SimulatorConfig(generation_seconds=args.generation_seconds),
         allow_output_hosts=list(args.allow_output_host),
         progress=progress,
+        serve_port=args.serve,
     )
     if args.api_base:
         # Real generations take minutes: poll like production does.
@@ -109,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         if progress and pipeline.simulator:
             print(f"WaveSpeed simulator at {pipeline.simulator.base_url}", file=progress)
         _feed(pipeline, prompts, args.messages, args.upload, progress)
+        if args.serve is not None:
+            return _serve(pipeline)
         result = pipeline.run_until_idle(args.timeout)
         if args.out:
             pipeline.export(args.out)
