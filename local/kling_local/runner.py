@@ -8,10 +8,12 @@ import sys
 import threading
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from .pipeline import LocalOptions, LocalPipeline
 from .simulator import SimulatorConfig
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEMO_PROMPT = (
     "A red fox trots across a snowy meadow at sunrise, breath steaming, cinematic slow motion"
 )
@@ -122,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         progress=progress,
         serve_port=args.serve,
     )
-    if args.api_base:
-        # Real generations take minutes: poll like production does.
+    if args.api_base and urlsplit(args.api_base).hostname not in LOOPBACK_HOSTS:
+        # Real generations take minutes: poll like production does (test servers stay fast).
         options.poll_first_wait_s, options.poll_interval_s = 30, 10
         options.poll_deadline_s = 3600
     try:
@@ -139,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(pipeline)
         result = pipeline.run_until_idle(args.timeout)
         if args.out:
-            pipeline.export(args.out)
+            for path in pipeline.export(args.out):
+                if path.suffix == ".mp4":
+                    print(f"video copied to {path}", file=sys.stderr)
         for note in result.notifications:
             summary = {
                 "job_id": note["job_id"],
