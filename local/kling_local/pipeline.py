@@ -15,7 +15,6 @@ import uuid
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -749,9 +748,3 @@ class LocalPipeline:
         lines = "".join(json.dumps(note) + "\n" for note in self.notifications)
         (out_dir / "notifications.jsonl").write_text(lines)
         return written
-
-
-@contextmanager
-def local_pipeline(options: LocalOptions | None = None) -> Iterator[LocalPipeline]:
-    with LocalPipeline(options) as pipeline:
-        yield pipeline

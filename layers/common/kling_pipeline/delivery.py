@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .errors import PermanentError
-from .models import Notification
+from .models import Notification, price_usd
 from .notify import Notifier
 from .observability import logger, metrics
 from .settings import Settings
@@ -38,7 +38,7 @@ def estimate_aws_usd(polls: int, stored_bytes: int) -> float:
 
 
 def _price(job: Json) -> float:
-    return round(1.30 * int(job.get("input", {}).get("duration", 5)) / 5, 2)
+    return price_usd(int(job.get("input", {}).get("duration", 5)))
 
 
 class DeliveryService:

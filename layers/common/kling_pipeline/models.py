@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import MODEL_ID
+from . import MODEL_ID, NOTIFICATION_SCHEMA
 from .errors import PermanentError, ValidationError
 
 MAX_PROMPT_CHARS = 2500
@@ -81,7 +81,12 @@ class JobRequest:
         return message
 
     def price_usd(self) -> float:
-        return round(PRICE_PER_5S_USD * self.duration / 5, 2)
+        return price_usd(self.duration)
+
+
+def price_usd(duration: int) -> float:
+    """WaveSpeed's price of one Kling video of `duration` seconds."""
+    return round(PRICE_PER_5S_USD * duration / 5, 2)
 
 
 def api_payload(job: JobRequest, prompt: str | None = None) -> Json:
@@ -316,8 +321,6 @@ class Notification:
     extra: Json = field(default_factory=dict)
 
     def to_json(self) -> Json:
-        from . import NOTIFICATION_SCHEMA
-
         body: Json = {
             "schema": NOTIFICATION_SCHEMA,
             "job_id": self.job_id,

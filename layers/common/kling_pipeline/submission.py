@@ -32,9 +32,9 @@ from .models import (
     api_payload,
     file_job_id,
     message_job_id,
-    parse_job_object,
     parse_message_body,
     parse_prompt_file,
+    requested_job_id,
     wavespeed_cost,
 )
 from .notify import Notifier
@@ -93,15 +93,7 @@ def _parked_job_id(delivery: Delivery) -> str | None:
 
 def _loose_job_id(body: str, delivery: Delivery) -> str:
     """The job id a rejected message asked for, when readable; else one derived from delivery."""
-    try:
-        decoded = json.loads(body)
-    except (json.JSONDecodeError, ValueError):
-        decoded = None
-    if isinstance(decoded, dict):
-        job_id = decoded.get("job_id")
-        if isinstance(job_id, str) and JOB_ID_PATTERN.match(job_id):
-            return job_id
-    return _parked_job_id(delivery) or f"msg-{delivery.message_id}"
+    return requested_job_id(body) or _parked_job_id(delivery) or f"msg-{delivery.message_id}"
 
 
 def _echo(body: str) -> Json:
@@ -346,7 +338,7 @@ class SubmissionService:
         delivery: Delivery | None,
         *,
         request_id: str | None = None,
-        paid: bool = False,
+        paid_job: JobRequest | None = None,
     ) -> None:
         """One terminal notification, then the message is parked in the DLQ with its reason."""
         detail: Json = {"code": error.code, "message": error.message}
@@ -361,7 +353,7 @@ class SubmissionService:
                 request_id=request_id,
                 error=detail,
                 metadata=metadata if isinstance(metadata, dict) else {},
-                cost=wavespeed_cost(self._job_of(echo), paid=paid),
+                cost=wavespeed_cost(paid_job, paid=paid_job is not None),
             )
         )
         if delivery is None or not self._ledger.claim_park(job_id):
@@ -371,13 +363,6 @@ class SubmissionService:
         except ClientError:
             self._ledger.release_park(job_id)
             raise TransientError("could not park the message in the dead-letter queue") from None
-
-    @staticmethod
-    def _job_of(echo: Json) -> JobRequest | None:
-        try:
-            return parse_job_object(echo)
-        except ValidationError:
-            return None
 
     def _park(self, delivery: Delivery, job_id: str, error: PermanentError) -> None:
         attributes: dict[str, Any] = {
@@ -419,7 +404,7 @@ class SubmissionService:
                 job.metadata,
                 delivery,
                 request_id=record.prediction_id if record else None,
-                paid=paid,
+                paid_job=job if paid else None,
             )
             self._ledger.mark_redrivable(job_id, resume_state=SUBMITTED if paid else None)
             return True
