@@ -1,0 +1,1 @@
+"""The finalize step: fetch a finished video safely, store it with its record, notify."""
