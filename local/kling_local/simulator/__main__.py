@@ -57,10 +57,12 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(_parse_args(argv))
     sim = WaveSpeedSimulator(config).start()
-    print(
-        f"WaveSpeed simulator listening on {sim.base_url} (api key: {config.api_key})", flush=True
-    )
     try:
+        # Inside the try: a Ctrl-C right after the banner must still end cleanly.
+        print(
+            f"WaveSpeed simulator listening on {sim.base_url} (api key: {config.api_key})",
+            flush=True,
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

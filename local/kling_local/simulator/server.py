@@ -11,18 +11,27 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .config import MODEL_PATH, OPTIMIZER_PATH
 from .downloads import Download
-from .wire import Reply, envelope
+from .wire import Reply, envelope, error, json_object
 
 if TYPE_CHECKING:
     from .core import WaveSpeedSimulator
 
 _HOST_HEADER = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
+# WaveSpeed's docs poll both /predictions/{id}/result and /predictions/{id}: serve both.
 _RESULT_PATH = re.compile(r"/api/v3/predictions/([A-Za-z0-9_-]+)(?:/result)?")
-_OUTPUT_PATH = re.compile(r"/outputs/([A-Za-z0-9_-]+)/(\d+)\.mp4")
+# Output URLs as WaveSpeed's CDNs shape them: /predictions/<id>/<k>.mp4 (k from 1) and
+# /output/<id>.mp4 (further outputs /output/<id>-<k>.mp4).
+_OUTPUT_PATHS = (
+    re.compile(r"/predictions/(?P<id>[0-9a-f]{32})/(?P<k>[1-9]\d*)\.mp4"),
+    re.compile(r"/output/(?P<id>[0-9a-f]{32})(?:-(?P<k>[2-9]|[1-9]\d+))?\.mp4"),
+)
+HISTORY_PATH = "/api/v3/predictions"
+BALANCE_PATHS = ("/api/v3/balance", "/api/v3/account/balance")
+WEBHOOK_SECRET_PATH = "/api/v3/webhook/secret"
 
 
 class SimulatorServer(ThreadingHTTPServer):
@@ -127,10 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(404, envelope(None, 404, "Not Found"))
 
     def _refuse_unauthorized(self) -> bool:
-        if self.sim.authorized(self.headers.get("Authorization", "")):
+        refusal = self.sim.api.auth_refusal(self.headers.get("Authorization", ""))
+        if refusal is None:
             return False
-        self.sim.count("unauthorized")
-        self._send_json(401, envelope(None, 401, "Unauthorized"))
+        self._send_reply(refusal)
         return True
 
     def do_POST(self) -> None:
@@ -140,27 +149,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._not_found()
             return
         if path == MODEL_PATH:
-            self.sim.count("submit_requests")
+            self.sim.api.count("submit_requests")
         if self._refuse_unauthorized():
             return
         base = self._public_base()
         if path == MODEL_PATH:
             self._handle_submit(raw, base)
         elif path == OPTIMIZER_PATH:
-            self._send_reply(self.sim.optimize(raw, base))
+            self._send_reply(self.sim.api.optimize(raw, base))
+        elif path == HISTORY_PATH:
+            body, message = json_object(raw)
+            reply = error(400, message) if body is None else None
+            self._send_reply(reply or self.sim.api.history(body or {}, base, defaults=False))
         else:
             model = path[len("/api/v3/") :]
             self._send_json(404, envelope(None, 404, f"model not found: {model}"))
 
     def _handle_submit(self, raw: bytes, base: str) -> None:
-        reply = self.sim.submit(raw, base)
+        reply = self.sim.api.submit(raw)
         if reply.drop:
             # The task exists, but the client never learns its id.
             self.close_connection = True
             return
         if reply.task is not None:
-            self.sim.wait(reply.delay_seconds)
-            reply.payload = self.sim.submitted(reply, base)
+            self.sim.api.wait(reply.delay_seconds)
+            reply.payload = self.sim.api.submitted(reply, base)
         self._send_reply(reply)
 
     def do_GET(self) -> None:
@@ -170,33 +183,48 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle_get()
 
     def _handle_get(self) -> None:
-        path = urlsplit(self.path).path
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
         if path == "/_sim/stats":
             self._send_json(200, self.sim.stats())
             return
-        output = _OUTPUT_PATH.fullmatch(path)
-        if output:
-            self._download(output.group(1), int(output.group(2)))
-            return
+        for pattern in _OUTPUT_PATHS:
+            output = pattern.fullmatch(path)
+            if output:
+                self._download(output.group("id"), int(output.group("k") or 1) - 1)
+                return
         if not path.startswith("/api/"):
             self._not_found()
             return
         if self._refuse_unauthorized():
             return
-        result = _RESULT_PATH.fullmatch(path.rstrip("/"))
+        self._send_reply(self._api_get(path, parts.query))
+
+    def _api_get(self, path: str, query: str) -> Reply:
+        api = self.sim.api
+        if path == HISTORY_PATH:
+            params = {key: values[-1] for key, values in parse_qs(query).items()}
+            return api.history(params, self._public_base(), defaults=True)
+        if path in BALANCE_PATHS:
+            return api.balance()
+        if path == WEBHOOK_SECRET_PATH:
+            return api.webhook_secret()
+        result = _RESULT_PATH.fullmatch(path)
         if result is None:
-            self._not_found()
-            return
-        self._send_reply(self.sim.result(result.group(1), self._public_base()))
+            return error(404, "Not Found")
+        return api.result(result.group(1), self._public_base())
 
     def _download(self, task_id: str, n: int) -> None:
-        started = self.sim.start_download(task_id, n, head=self.command == "HEAD")
+        started = self.sim.api.start_download(task_id, n, head=self.command == "HEAD")
         if started is None:
             self._not_found()
             return
         blob, cut = started
         download = Download(
-            self, blob, cut=cut, count_completed=lambda d: self.sim.count("downloads_completed", d)
+            self,
+            blob,
+            cut=cut,
+            count_completed=lambda d: self.sim.api.count("downloads_completed", d),
         )
         try:
             download.send()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import random
 import threading
 import time
@@ -19,11 +20,14 @@ from .config import (
     MARKER_TRUNCATE,
     MARKER_TWO_OUTPUTS,
     MODEL,
+    PRICE_USD,
     SimulatorConfig,
 )
 from .wire import now_iso
 
 TERMINAL = ("completed", "failed", "cancelled", "timeout")
+#: WaveSpeed refunds generations that fail or time out.
+REFUNDED = ("failed", "timeout")
 
 
 @dataclass
@@ -35,8 +39,12 @@ class Task:
     params: dict[str, Any]
     created_at: str
     created_monotonic: float
+    # When a concurrency slot picked the task up; later than created when it queued.
+    started_monotonic: float
     outcome: str
     error: str
+    code: int
+    price_usd: float
     nsfw: bool
     output_count: int
     cut_once: bool
@@ -55,6 +63,8 @@ class TaskBook:
         self.lock = lock
         self.rng = random.Random(config.seed)
         self._tasks: dict[str, Task] = {}
+        # When each concurrency slot frees up: a task takes the earliest, FIFO like the service.
+        self._slots: list[float] = []
 
     def get(self, task_id: str) -> Task | None:
         with self.lock:
@@ -65,24 +75,44 @@ class TaskBook:
             return list(self._tasks.values())
 
     def status(self, task: Task, now: float) -> str:
-        elapsed = now - task.created_monotonic
+        """created (queued or being picked up) -> processing -> the task's outcome."""
+        elapsed = now - task.started_monotonic
         if elapsed >= self.config.generation_seconds:
             return task.outcome
         if elapsed >= self.config.processing_after_seconds:
             return "processing"
         return "created"
 
-    def active_count(self) -> int:
-        now = time.monotonic()
-        with self.lock:
-            return sum(1 for t in self._tasks.values() if self.status(t, now) not in TERMINAL)
+    @staticmethod
+    def price_usd(params: dict[str, Any]) -> float:
+        return PRICE_USD[params["duration"]]
 
-    def create(self, params: dict[str, Any]) -> Task:
-        """Create a (paid) task; random faults are decided here, once per task."""
+    def refunded_usd(self, now: float) -> float:
+        """What WaveSpeed has given back so far for generations that failed or timed out."""
+        with self.lock:
+            return sum(
+                t.price_usd
+                for t in self._tasks.values()
+                if t.outcome in REFUNDED and self.status(t, now) == t.outcome
+            )
+
+    def _start_time(self, now: float, max_concurrency: int | None) -> float:
+        if max_concurrency is None:
+            return now
+        if len(self._slots) < max_concurrency:
+            heapq.heappush(self._slots, now + self.config.generation_seconds)
+            return now
+        start = max(now, heapq.heappop(self._slots))
+        heapq.heappush(self._slots, start + self.config.generation_seconds)
+        return start
+
+    def create(self, params: dict[str, Any], now: float, max_concurrency: int | None) -> Task:
+        """Create a (paid) task; random faults are decided here, once per task. Over the
+        concurrency cap it waits in `created` until a slot frees, as the service queues it."""
         prompt: str = params["prompt"]
         cfg = self.config
         with self.lock:
-            outcome, error = faults.generation_outcome(prompt, cfg, self.rng)
+            outcome = faults.generation_outcome(prompt, cfg, self.rng)
             cut_once = bool(cfg.cut_once_rate) and self.rng.random() < cfg.cut_once_rate
             truncate = bool(cfg.truncate_rate) and self.rng.random() < cfg.truncate_rate
             task = Task(
@@ -90,9 +120,12 @@ class TaskBook:
                 prompt=prompt,
                 params=params,
                 created_at=now_iso(),
-                created_monotonic=time.monotonic(),
-                outcome=outcome,
-                error=error,
+                created_monotonic=now,
+                started_monotonic=self._start_time(now, max_concurrency),
+                outcome=outcome.status,
+                error=outcome.error,
+                code=outcome.code,
+                price_usd=self.price_usd(params),
                 nsfw=MARKER_NSFW in prompt,
                 output_count=2 if MARKER_TWO_OUTPUTS in prompt else 1,
                 cut_once=cut_once or MARKER_CUT_ONCE in prompt,
@@ -103,10 +136,21 @@ class TaskBook:
             self._tasks[task.id] = task
             return task
 
-    def output_urls(self, task: Task, base: str, now: float) -> list[str]:
+    def output_base(self, api_base: str) -> str:
+        host = self.config.output_host
+        if host is None:
+            return api_base
+        return host.rstrip("/") if "://" in host else f"https://{host}"
+
+    def output_urls(self, task: Task, api_base: str, now: float) -> list[str]:
+        """Output URLs shaped like WaveSpeed's CDN ones (1-based numbering)."""
         if self.status(task, now) != "completed":
             return []
-        return [f"{base}/outputs/{task.id}/{n}.mp4" for n in range(task.output_count)]
+        base = self.output_base(api_base)
+        if self.config.output_style == "output":
+            names = [task.id if n == 0 else f"{task.id}-{n + 1}" for n in range(task.output_count)]
+            return [f"{base}/output/{name}.mp4" for name in names]
+        return [f"{base}/predictions/{task.id}/{n + 1}.mp4" for n in range(task.output_count)]
 
     def data(self, task: Task, base: str, *, as_created: bool = False) -> dict[str, Any]:
         """The prediction object as the result endpoint reports it now."""
@@ -125,6 +169,7 @@ class TaskBook:
             "status": status,
             "created_at": task.created_at,
             "error": task.error if terminal and status != "completed" else "",
+            "code": task.code if terminal else 0,
             "executionTime": elapsed_ms,
             "timings": {"inference": elapsed_ms},
         }
@@ -140,6 +185,8 @@ class TaskBook:
             "created_at": task.created_at,
             "input": dict(task.params),
             "error": task.error if status in TERMINAL else "",
+            "code": task.code if status in TERMINAL else 0,
+            "price_usd": task.price_usd,
             "output_count": task.output_count,
             "cut_once": task.cut_once,
             "truncate": task.truncate,
