@@ -35,10 +35,7 @@ TRUTH_KEYS = ("id", "prompt", "status", "output_count", "cut_once", "truncate", 
 
 
 def task_truths(sim: WaveSpeedSimulator) -> list[TaskTruth]:
-    return [
-        TaskTruth(*(task[key] for key in TRUTH_KEYS))
-        for task in sim.tasks()
-    ]
+    return [TaskTruth(*(task[key] for key in TRUTH_KEYS)) for task in sim.tasks()]
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pytest
 import wavespeed
 
 from kling_local.simulator import MODEL, SimulatorConfig, WaveSpeedSimulator
+from kling_local.simulator.__main__ import config_from_args, main, parse_args
 from kling_local.simulator.config import FAILURE_CODES, TIERS, Outage, Tier
 from tests.conftest import SimFactory
 from tests.integration.test_simulator import (
@@ -412,3 +413,48 @@ def test_config_rejects_setting_when_invalid(settings: dict[str, Any]) -> None:
     # Given / When an invalid setting / Then the simulator refuses to start
     with pytest.raises(ValueError):
         WaveSpeedSimulator(SimulatorConfig(**settings))
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def test_cli_flags_build_the_matching_config() -> None:
+    # Given every real-service flag
+    args = parse_args(
+        [
+            "--tier", "silver", "--videos-per-minute", "40", "--time-scale", "0.05",
+            "--outage", "30:1800:result:code", "--outage", "0:5", "--balance", "12.5",
+            "--not-activated", "--output-host", "d2p7pge43lyniu.cloudfront.net",
+            "--output-style", "output", "--webhook-secret", "whsec_x", "--moderation-rate", "0.1",
+        ]
+    )  # fmt: skip
+
+    # When turned into a config
+    config = config_from_args(args)
+
+    # Then each flag landed in its setting
+    assert config.limits() == Tier(max_concurrency=300, videos_per_minute=40)
+    assert config.time_scale == 0.05
+    assert config.outages == (Outage(30.0, 1800.0, "result", "code"), Outage(0.0, 5.0))
+    assert (config.balance_usd, config.activated) == (12.5, False)
+    assert (config.output_host, config.output_style) == ("d2p7pge43lyniu.cloudfront.net", "output")
+    assert (config.webhook_secret, config.moderation_rate) == ("whsec_x", 0.1)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--outage", "soon"], ["--outage", "0:5:poll"], ["--tier", "tin"]]
+)
+def test_cli_rejects_flag_when_malformed(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given / When a malformed flag / Then argparse refuses it with a usage error
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(argv)
+    assert stopped.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_cli_exits_with_message_when_settings_conflict() -> None:
+    # Given a webhook secret without the whsec_ prefix / When starting / Then a clean exit
+    with pytest.raises(SystemExit, match="webhook_secret must start with whsec_"):
+        main(["--port", "0", "--webhook-secret", "plain"])
