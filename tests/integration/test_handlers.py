@@ -199,7 +199,9 @@ def test_poll_reports_waiting_then_completed_when_checking_a_real_prediction(
     # Then it reports completed with the simulator's output URL
     assert completed["status"] == "completed"
     assert completed["polls"] == 2
-    assert completed["outputs"] == [f"{simulator_of(pipeline).base_url}/outputs/{task_id}/0.mp4"]
+    assert completed["outputs"] == [
+        f"{simulator_of(pipeline).base_url}/predictions/{task_id}/1.mp4"
+    ]
     assert completed["has_nsfw_contents"] == [False]
 
 
