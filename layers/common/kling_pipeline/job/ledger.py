@@ -15,6 +15,7 @@ its error) so each job publishes one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -41,13 +42,34 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class JobLedger:
-    """Conditional writes on the jobs table, one item per job id (`pk = job#<id>`)."""
+class _JobItems:
+    """Writes to one job's item (`pk = job#<id>`) that tell a failed condition apart."""
 
-    def __init__(self, dynamodb: DynamoDBClient, table: str, *, ttl_days: int = 90) -> None:
+    def __init__(self, dynamodb: DynamoDBClient, table: str, *, ttl_days: int) -> None:
         self._db = dynamodb
         self._table = table
         self._ttl_s = ttl_days * 86400
+
+    def _update(self, job_id: str, **request: Any) -> bool:
+        """One (conditional) update of the job's item; False when its condition did not hold."""
+        return self._conditional(self._db.update_item, job_id, request)
+
+    def _conditional(self, write: Callable[..., object], job_id: str, request: Json) -> bool:
+        try:
+            write(TableName=self._table, Key=job_key(job_id), **request)
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+
+class JobLedger(_JobItems):
+    """Conditional writes on the jobs table, one item per job id (`pk = job#<id>`)."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str, *, ttl_days: int = 90) -> None:
+        super().__init__(dynamodb, table, ttl_days=ttl_days)
+        self._budget = DailyBudget(dynamodb, table, ttl_s=self._ttl_s)
 
     def get(self, job_id: str) -> JobRecord | None:
         item = self._db.get_item(
@@ -85,17 +107,12 @@ class JobLedger:
 
     def release(self, job_id: str) -> None:
         """Forgets a claim whose POST provably created nothing, so a redelivery can retry."""
-        try:
-            self._db.delete_item(
-                TableName=self._table,
-                Key=job_key(job_id),
-                ConditionExpression="#s = :submitting",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":submitting": {"S": Stage.SUBMITTING}},
-            )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        request = {
+            "ConditionExpression": "#s = :submitting",
+            "ExpressionAttributeNames": {"#s": "state"},
+            "ExpressionAttributeValues": {":submitting": {"S": Stage.SUBMITTING}},
+        }
+        self._conditional(self._db.delete_item, job_id, request)
 
     def record_prediction(self, job_id: str, prediction_id: str, state: WorkflowState) -> None:
         """Stores the paid task's id, and the workflow it starts, before anything else can fail."""
@@ -115,24 +132,17 @@ class JobLedger:
 
     def mark_started(self, job_id: str, execution_arn: str) -> bool:
         """Records the started workflow; False when the job had already moved past submitted."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=job_key(job_id),
-                UpdateExpression="SET #s = :running, execution_arn = :e",
-                ConditionExpression="#s = :submitted",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={
-                    ":running": {"S": Stage.RUNNING},
-                    ":submitted": {"S": Stage.SUBMITTED},
-                    ":e": {"S": execution_arn},
-                },
-            )
-            return True
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
+        return self._update(
+            job_id,
+            UpdateExpression="SET #s = :running, execution_arn = :e",
+            ConditionExpression="#s = :submitted",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={
+                ":running": {"S": Stage.RUNNING},
+                ":submitted": {"S": Stage.SUBMITTED},
+                ":e": {"S": execution_arn},
+            },
+        )
 
     def claim_terminal(
         self,
@@ -165,66 +175,44 @@ class JobLedger:
             values[":e"] = {"S": encode(error.to_json())}
         else:
             update += " REMOVE terminal_error"
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=job_key(job_id),
-                UpdateExpression=update,
-                ConditionExpression="attribute_not_exists(terminal_status) OR "
-                "(attribute_not_exists(notified_at) AND (attribute_not_exists("
-                "terminal_lease_until) OR terminal_lease_until < :now))",
-                ExpressionAttributeValues=values,
-            )
-            return True
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
+        return self._update(
+            job_id,
+            UpdateExpression=update,
+            ConditionExpression="attribute_not_exists(terminal_status) OR "
+            "(attribute_not_exists(notified_at) AND (attribute_not_exists("
+            "terminal_lease_until) OR terminal_lease_until < :now))",
+            ExpressionAttributeValues=values,
+        )
 
     def release_terminal(self, job_id: str, status: str) -> None:
         """Gives up a terminal claim whose publish failed, so any later outcome can be sent."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=job_key(job_id),
-                UpdateExpression="REMOVE terminal_status, terminal_lease_until, terminal_error",
-                ConditionExpression="terminal_status = :s AND attribute_not_exists(notified_at)",
-                ExpressionAttributeValues={":s": {"S": status}},
-            )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        self._update(
+            job_id,
+            UpdateExpression="REMOVE terminal_status, terminal_lease_until, terminal_error",
+            ConditionExpression="terminal_status = :s AND attribute_not_exists(notified_at)",
+            ExpressionAttributeValues={":s": {"S": status}},
+        )
 
     def mark_notified(self, job_id: str) -> None:
         """The claimed outcome went out: from now on it is what the job's readers see."""
-        self._db.update_item(
-            TableName=self._table,
-            Key=job_key(job_id),
+        self._update(
+            job_id,
             UpdateExpression="SET notified_at = :t",
             ExpressionAttributeValues={":t": {"S": _now_iso()}},
         )
 
     def claim_park(self, job_id: str) -> bool:
         """True for the one delivery of a job that parks it in the DLQ (duplicates race here)."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=job_key(job_id),
-                UpdateExpression="SET parked_at = :t",
-                ConditionExpression="attribute_not_exists(parked_at)",
-                ExpressionAttributeValues={":t": {"S": _now_iso()}},
-            )
-            return True
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
+        return self._update(
+            job_id,
+            UpdateExpression="SET parked_at = :t",
+            ConditionExpression="attribute_not_exists(parked_at)",
+            ExpressionAttributeValues={":t": {"S": _now_iso()}},
+        )
 
     def release_park(self, job_id: str) -> None:
         """The park failed: let the message's next delivery try again."""
-        self._db.update_item(
-            TableName=self._table, Key=job_key(job_id), UpdateExpression="REMOVE parked_at"
-        )
+        self._update(job_id, UpdateExpression="REMOVE parked_at")
 
     def mark_redrivable(self, job_id: str, *, resume: Stage | None) -> None:
         """Lets a redrive of the parked message run the job again.
@@ -232,9 +220,8 @@ class JobLedger:
         `resume` None: nothing was paid, the job starts over. `submitted`: a task exists, a
         redrive only starts its workflow with the stored prediction id (never a new POST).
         """
-        self._db.update_item(
-            TableName=self._table,
-            Key=job_key(job_id),
+        self._update(
+            job_id,
             UpdateExpression="SET redrivable = :r",
             ExpressionAttributeValues={":r": {"S": resume or REDRIVE_FROM_SCRATCH}},
         )
@@ -245,31 +232,38 @@ class JobLedger:
         resume = record.redrivable if record else None
         if resume is None:
             return False
-        try:
-            if resume == REDRIVE_FROM_SCRATCH:
-                self._db.delete_item(
-                    TableName=self._table,
-                    Key=job_key(job_id),
-                    ConditionExpression="redrivable = :r",
-                    ExpressionAttributeValues={":r": {"S": resume}},
-                )
-            else:
-                self._db.update_item(
-                    TableName=self._table,
-                    Key=job_key(job_id),
-                    UpdateExpression="SET #s = :resume REMOVE terminal_status, terminal_error, "
-                    "terminal_lease_until, notified_at, parked_at, redrivable",
-                    ConditionExpression="redrivable = :r",
-                    ExpressionAttributeNames={"#s": "state"},
-                    ExpressionAttributeValues={":r": {"S": resume}, ":resume": {"S": resume}},
-                )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        if resume == REDRIVE_FROM_SCRATCH:
+            request: Json = {
+                "ConditionExpression": "redrivable = :r",
+                "ExpressionAttributeValues": {":r": {"S": resume}},
+            }
+            return self._conditional(self._db.delete_item, job_id, request)
+        return self._update(
+            job_id,
+            UpdateExpression="SET #s = :resume REMOVE terminal_status, terminal_error, "
+            "terminal_lease_until, notified_at, parked_at, redrivable",
+            ConditionExpression="redrivable = :r",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":r": {"S": resume}, ":resume": {"S": resume}},
+        )
 
     def reserve_budget(self, day: str, amount_usd: float, cap_usd: float) -> bool:
+        """Atomically adds `amount_usd` to the day's spend unless that would pass the cap."""
+        return self._budget.reserve(day, amount_usd, cap_usd)
+
+    def refund_budget(self, day: str, amount_usd: float) -> None:
+        self._budget.refund(day, amount_usd)
+
+
+class DailyBudget:
+    """The day's committed spend (`pk = budget#<day>`), in the jobs table."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str, *, ttl_s: int) -> None:
+        self._db = dynamodb
+        self._table = table
+        self._ttl_s = ttl_s
+
+    def reserve(self, day: str, amount_usd: float, cap_usd: float) -> bool:
         """Atomically adds `amount_usd` to the day's spend unless that would pass the cap."""
         amount = Decimal(str(round(amount_usd, 2)))
         limit = Decimal(str(round(cap_usd, 2))) - amount
@@ -293,7 +287,7 @@ class JobLedger:
                 return False
             raise
 
-    def refund_budget(self, day: str, amount_usd: float) -> None:
+    def refund(self, day: str, amount_usd: float) -> None:
         self._db.update_item(
             TableName=self._table,
             Key={"pk": {"S": f"budget#{day}"}},
