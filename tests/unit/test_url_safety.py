@@ -7,8 +7,8 @@ import ipaddress
 import pytest
 
 from kling_pipeline.errors import PermanentError, TransientError
+from kling_pipeline.finalize.policy import DownloadPolicy, RefusedUrl, Target, vet_url
 from kling_pipeline.settings import DEFAULT_OUTPUT_HOSTS
-from kling_pipeline.storage import DownloadPolicy, RefusedUrl, Target, vet_url
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .errors import PermanentError
+from .finalize.upload import VideoCopier
 from .models import Notification, price_usd
 from .notify import Notifier
 from .observability import logger, metrics
 from .settings import Settings
-from .storage import VideoCopier
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -49,7 +49,8 @@ def submission_service() -> SubmissionService:
 @cache
 def delivery_service() -> DeliveryService:
     from .delivery import DeliveryService
-    from .storage import DownloadPolicy, VideoCopier
+    from .finalize.policy import DownloadPolicy
+    from .finalize.upload import VideoCopier
 
     settings = load_settings()
     policy = DownloadPolicy(
@@ -57,6 +58,7 @@ def delivery_service() -> DeliveryService:
         local_hosts=settings.local_output_hosts,
         max_bytes=settings.max_output_bytes,
         timeout_s=settings.http_timeout_s,
+        deadline_s=settings.download_deadline_s,
     )
     copier = VideoCopier(
         clients.s3(),
