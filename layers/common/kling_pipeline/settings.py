@@ -9,8 +9,15 @@ from functools import cache
 
 from .errors import PermanentError
 
-#: WaveSpeed serves outputs from its own hosts and its CloudFront distribution.
-DEFAULT_OUTPUT_HOSTS = ("*.wavespeed.ai", "d1q70pf5vjeyhc.cloudfront.net")
+#: WaveSpeed serves outputs from its own hosts and these CloudFront distributions (named one by
+#: one: anyone can get a *.cloudfront.net host).
+DEFAULT_OUTPUT_HOSTS = (
+    "*.wavespeed.ai",
+    "d1q70pf5vjeyhc.cloudfront.net",
+    "d2p7pge43lyniu.cloudfront.net",
+    "d11ewybssaphwx.cloudfront.net",
+    "d2h7xmz5gqybh9.cloudfront.net",
+)
 
 
 @dataclass(frozen=True)
