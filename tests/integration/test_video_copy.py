@@ -16,6 +16,7 @@ from moto import mock_aws
 
 from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline.errors import PermanentError, TransientError
+from kling_pipeline.finalize.fetch import OutputFetcher
 from kling_pipeline.finalize.policy import DownloadPolicy, RefusedUrl
 from kling_pipeline.finalize.upload import StoredObject, VideoCopier
 from kling_pipeline.settings import DEFAULT_OUTPUT_HOSTS
@@ -468,6 +469,28 @@ def test_copy_ends_with_transient_error_when_server_drips(
     assert caught.value.code == "download_deadline"
     assert "of 4096 bytes" in caught.value.message
     assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize("reads_allowed", [0, 1, 3])
+def test_reader_ends_at_deadline_when_clock_passes_it_mid_download(
+    serve: Callable[[Served], str], reads_allowed: int
+) -> None:
+    # Given a healthy server, a 100 s deadline and a clock that jumps 40 s per look, so the
+    # deadline passes after the open and `reads_allowed` reads
+    host = serve(Served(body=mp4_bytes(3 * MIB)))
+    policy = DownloadPolicy(allowed_hosts=(), local_hosts=(host,), deadline_s=100.0)
+    ticks = iter([0.0, 0.0, *(40.0 * (n + 1) for n in range(reads_allowed)), 1000.0])
+    reader = OutputFetcher(policy, no_dns).reader(f"http://{host}/v.mp4", clock=lambda: next(ticks))
+
+    # When reading the output in small pieces
+    with pytest.raises(TransientError) as caught:
+        while reader.readinto(bytearray(64 * 1024)):
+            pass
+    reader.close()
+
+    # Then the download stops at the deadline with a retryable error, whatever it got so far
+    assert caught.value.code == "download_deadline"
+    assert "within 100 s" in caught.value.message
 
 
 @pytest.mark.parametrize("length", ["abc", "12x", "-5", "+4096", "1_024", "4096, 4095", " "])
