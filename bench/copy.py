@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import urllib3
 
+from kling_pipeline.finalize.policy import DownloadPolicy
+from kling_pipeline.finalize.upload import VideoCopier
 from kling_pipeline.settings import Settings
-from kling_pipeline.storage import DownloadPolicy, VideoCopier
 from kling_pipeline.wavespeed import WaveSpeedClient
 
 from .common import MB, ROOT, Figure, child_env, info, median, s3_client, server_process, timed

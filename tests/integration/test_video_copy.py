@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from kling_local.simulator import WaveSpeedSimulator
-from kling_pipeline.errors import PermanentError
+from kling_pipeline.errors import PermanentError, TransientError
+from kling_pipeline.finalize.fetch import OutputFetcher
+from kling_pipeline.finalize.policy import DownloadPolicy, RefusedUrl
+from kling_pipeline.finalize.upload import StoredObject, VideoCopier
 from kling_pipeline.settings import DEFAULT_OUTPUT_HOSTS
-from kling_pipeline.storage import DownloadPolicy, RefusedUrl, StoredObject, VideoCopier
 from kling_pipeline.wavespeed import WaveSpeedClient
 from tests.conftest import ServerStarter, SimFactory
 
@@ -77,13 +80,18 @@ def generated(sim: WaveSpeedSimulator, prompt: str) -> tuple[str, str]:
 
 
 def copier_for(
-    s3: S3Client, *local_hosts: str, max_bytes: int = 2 * 1024**3, attempts: int = 3
+    s3: S3Client,
+    *local_hosts: str,
+    max_bytes: int = 2 * 1024**3,
+    attempts: int = 3,
+    deadline_s: float = 600.0,
 ) -> VideoCopier:
     policy = DownloadPolicy(
         allowed_hosts=DEFAULT_OUTPUT_HOSTS,
         local_hosts=local_hosts,
         max_bytes=max_bytes,
         timeout_s=5.0,
+        deadline_s=deadline_s,
     )
     return VideoCopier(
         s3, policy, part_bytes=PART, concurrency=2, attempts=attempts, resolver=no_dns
@@ -130,6 +138,13 @@ class Served:
     shifted_206: bool = False
     #: Hold the body back this long after the headers (a slow origin).
     pause_after_headers: float = 0.0
+    #: After the first `drip_after` bytes, send one byte per `drip_every` seconds (a tarpit).
+    drip_after: int | None = None
+    drip_every: float = 0.0
+    #: Send this Content-Length header instead of the real one.
+    content_length: str | None = None
+    #: Serve this body from the second request on (the output changed under us).
+    later_body: bytes | None = None
     requests: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -152,6 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         body = served.body
+        if served.later_body is not None and len(served.requests) > 1:
+            body = served.later_body
         partial = "Range" in self.headers and not served.ignore_range
         start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-")) if partial else 0
         if served.range_block:
@@ -170,8 +187,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             self.wfile.write(b"0\r\n\r\n")
             return
-        self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("Content-Length", served.content_length or str(len(body) - start))
         self.end_headers()
+        if served.drip_after is not None:
+            self._drip(body[start:], served)
+            return
         if served.pause_after_headers:
             self.wfile.flush()
             time.sleep(served.pause_after_headers)
@@ -180,6 +200,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(body[start:])
+
+    def _drip(self, body: bytes, served: Served) -> None:
+        assert served.drip_after is not None
+        self.wfile.write(body[: served.drip_after])
+        try:
+            for offset in range(served.drip_after, len(body)):
+                self.wfile.flush()
+                time.sleep(served.drip_every)
+                self.wfile.write(body[offset : offset + 1])
+        except OSError:
+            pass  # the client gave up: that is the point
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -287,6 +318,24 @@ def test_copy_restarts_from_zero_when_server_ignores_range(
     assert stored_bytes(s3) == body
     assert stored.sha256 == hashlib.sha256(body).hexdigest()
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_copy_fails_leaving_nothing_when_replayed_bytes_differ(
+    s3: S3Client, serve: Callable[[Served], str]
+) -> None:
+    # Given a 12 MB download cut halfway (a part already uploaded), then sent again from byte 0
+    # with different bytes of the same length
+    body = mp4_bytes(BIG)
+    changed = body[:100] + bytes(255 - b for b in body[100:200]) + body[200:]
+    host = serve(Served(body=body, cut_first=True, ignore_range=True, later_body=changed))
+
+    # When copying it
+    with pytest.raises(TransientError) as caught:
+        copier_for(s3, host).copy(f"http://{host}/v.mp4", BUCKET, KEY, tagging=TAGGING)
+
+    # Then no mix of the two is stored: a retryable output_changed, nothing left behind
+    assert caught.value.code == "output_changed"
+    assert_nothing_left(s3)
 
 
 @pytest.mark.parametrize(
@@ -402,6 +451,78 @@ def test_next_copy_succeeds_when_previous_left_body_unread(
     # Then it is not handed the first, abandoned body: the new video is stored exactly
     assert stored_bytes(s3) == body
     assert stored.size == len(body)
+
+
+def test_copy_ends_with_transient_error_when_server_drips(
+    s3: S3Client, serve: Callable[[Served], str]
+) -> None:
+    # Given a server that sends a valid MP4 head, then one byte every 0.2 s (each byte well
+    # inside the 5 s read timeout), and a one-second download deadline
+    host = serve(Served(body=mp4_bytes(4096), drip_after=64, drip_every=0.2))
+    copier = copier_for(s3, host, deadline_s=1.0)
+
+    # When copying it
+    with pytest.raises(TransientError) as caught:
+        copier.copy(f"http://{host}/v.mp4", BUCKET, KEY)
+
+    # Then it gives up with a retryable deadline error naming the progress, storing nothing
+    assert caught.value.code == "download_deadline"
+    assert "of 4096 bytes" in caught.value.message
+    assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize("reads_allowed", [0, 1, 3])
+def test_reader_ends_at_deadline_when_clock_passes_it_mid_download(
+    serve: Callable[[Served], str], reads_allowed: int
+) -> None:
+    # Given a healthy server, a 100 s deadline and a clock that jumps 40 s per look, so the
+    # deadline passes after the open and `reads_allowed` reads
+    host = serve(Served(body=mp4_bytes(3 * MIB)))
+    policy = DownloadPolicy(allowed_hosts=(), local_hosts=(host,), deadline_s=100.0)
+    ticks = iter([0.0, 0.0, *(40.0 * (n + 1) for n in range(reads_allowed)), 1000.0])
+    reader = OutputFetcher(policy, no_dns).reader(f"http://{host}/v.mp4", clock=lambda: next(ticks))
+
+    # When reading the output in small pieces
+    with pytest.raises(TransientError) as caught:
+        while reader.readinto(bytearray(64 * 1024)):
+            pass
+    reader.close()
+
+    # Then the download stops at the deadline with a retryable error, whatever it got so far
+    assert caught.value.code == "download_deadline"
+    assert "within 100 s" in caught.value.message
+
+
+@pytest.mark.parametrize("length", ["abc", "12x", "-5", "+4096", "1_024", "4096, 4095", " "])
+def test_copy_fails_clearly_when_content_length_malformed(
+    s3: S3Client, serve: Callable[[Served], str], length: str
+) -> None:
+    # Given a server whose every answer carries a malformed Content-Length
+    served = Served(body=mp4_bytes(4096), content_length=length)
+    host = serve(served)
+
+    # When copying it / Then the download fails with its own code naming the header, no crash
+    error = copy_refused(copier_for(s3, host), f"http://{host}/v.mp4", "download_incomplete")
+    assert "Content-Length" in error.message
+    assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize("size", [4096, BIG])
+def test_copy_reports_s3_error_itself_when_upload_refused(
+    s3: S3Client, serve: Callable[[Served], str], size: int
+) -> None:
+    # Given tagging S3 refuses (a tag value over 256 characters), found out at completion
+    host = serve(Served(body=mp4_bytes(size)))
+    tagging = f"job_id=job-1&prediction_id={'x' * 300}"
+
+    # When copying
+    with pytest.raises(ClientError) as caught:
+        copier_for(s3, host).copy(f"http://{host}/v.mp4", BUCKET, KEY, tagging=tagging)
+
+    # Then the caller sees S3's own refusal, not the failed clean-up after it, and no
+    # multipart upload is left (moto refuses at completion, after storing the object)
+    assert caught.value.response["Error"]["Code"] == "InvalidTag"
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
 def test_copy_fails_when_output_gone(s3: S3Client, sim: WaveSpeedSimulator) -> None:

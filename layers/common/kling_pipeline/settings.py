@@ -9,8 +9,15 @@ from functools import cache
 
 from .errors import PermanentError
 
-#: WaveSpeed serves outputs from its own hosts and its CloudFront distribution.
-DEFAULT_OUTPUT_HOSTS = ("*.wavespeed.ai", "d1q70pf5vjeyhc.cloudfront.net")
+#: WaveSpeed serves outputs from its own hosts and these CloudFront distributions (named one by
+#: one: anyone can get a *.cloudfront.net host).
+DEFAULT_OUTPUT_HOSTS = (
+    "*.wavespeed.ai",
+    "d1q70pf5vjeyhc.cloudfront.net",
+    "d2p7pge43lyniu.cloudfront.net",
+    "d11ewybssaphwx.cloudfront.net",
+    "d2h7xmz5gqybh9.cloudfront.net",
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,9 @@ class Settings:
     copy_part_bytes: int = 8 * 1024 * 1024
     copy_concurrency: int = 4
     copy_attempts: int = 3
+    #: One output's whole download, resumes included: two thirds of the finalize function's
+    #: 900 s timeout, so a stalling server ends in a retryable error, never in a killed Lambda.
+    download_deadline_s: float = 600.0
     presign_expiry_s: int = 12 * 3600
     videos_prefix: str = "videos/"
     quarantine_prefix: str = "quarantine/"
@@ -133,6 +143,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         ),
         copy_concurrency=max(1, int(_number(env, "COPY_CONCURRENCY", base.copy_concurrency))),
         copy_attempts=max(1, int(_number(env, "COPY_ATTEMPTS", base.copy_attempts))),
+        download_deadline_s=_number(env, "DOWNLOAD_DEADLINE_S", base.download_deadline_s),
         presign_expiry_s=int(_number(env, "PRESIGN_EXPIRY_S", base.presign_expiry_s)),
         poll=schedule,
         tracing_enabled=env.get("TRACING_ENABLED", "").lower() == "true"

@@ -60,8 +60,9 @@ def submit_service() -> SubmitService:
 
 @cache
 def finalizer() -> Finalizer:
+    from .finalize.policy import DownloadPolicy
     from .finalize.store import Finalizer
-    from .storage import DownloadPolicy, VideoCopier
+    from .finalize.upload import VideoCopier
 
     settings = load_settings()
     policy = DownloadPolicy(
@@ -69,6 +70,7 @@ def finalizer() -> Finalizer:
         local_hosts=settings.local_output_hosts,
         max_bytes=settings.max_output_bytes,
         timeout_s=settings.http_timeout_s,
+        deadline_s=settings.download_deadline_s,
     )
     copier = VideoCopier(
         clients.s3(),

@@ -16,7 +16,7 @@ from ..job.workflow import FAILED, STORED, Delivery, WorkflowState
 from ..notify import Notifier
 from ..observability import logger, metrics
 from ..settings import Settings
-from ..storage import StoredObject, VideoCopier
+from .upload import StoredObject, VideoCopier
 from ..types import Json
 
 if TYPE_CHECKING:
