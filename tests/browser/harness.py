@@ -103,6 +103,8 @@ class Chromium:
             os.close(replies_write)
             if not isinstance(log_handle, int):
                 log_handle.close()
+        self._log = log or "no log kept"
+        self._gone = False
         self._next_id = 0
         self._lock = threading.Lock()
         self._waiting: dict[int, queue.Queue[dict[str, Any]]] = {}
@@ -129,6 +131,15 @@ class Chromium:
                 *messages, buffer = buffer.split(b"\0")
                 for raw in messages:
                     self._dispatch(json.loads(raw))
+        # The browser is gone: answer every pending command now instead of at its timeout.
+        with self._lock:
+            self._gone = True
+            waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            waiter.put({"error": self._exit_reason()})
+
+    def _exit_reason(self) -> str:
+        return f"Chromium exited (exit status {self._process.poll()}); see {self._log}"
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         with self._lock:
@@ -156,8 +167,13 @@ class Chromium:
             }
             if session:
                 message["sessionId"] = session
+            if self._gone:
+                raise BrowserError(f"{method}: {self._exit_reason()}")
             self._waiting[self._next_id] = reply
-        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        try:
+            os.write(self._commands, json.dumps(message).encode() + b"\0")
+        except BrokenPipeError:
+            raise BrowserError(f"{method}: {self._exit_reason()}") from None
         try:
             answer = reply.get(timeout=timeout)
         except queue.Empty:
