@@ -78,10 +78,11 @@ class Picture:
         row, col = divmod(address, MB_COLS)
         top, left = row * MB_SIZE, col * MB_SIZE
         half = WIDTH // 2
-        rows = [self.luma[(top + y) * WIDTH + left :][:MB_SIZE] for y in range(MB_SIZE)]
+        luma_starts = range(top * WIDTH + left, (top + MB_SIZE) * WIDTH, WIDTH)
+        rows = [self.luma[start : start + MB_SIZE] for start in luma_starts]
+        chroma_starts = range((top // 2) * half + left // 2, (top // 2 + MB_SIZE // 2) * half, half)
         for plane in (self.cb, self.cr):
-            start = (top // 2) * half + left // 2
-            rows += [plane[start + y * half :][: MB_SIZE // 2] for y in range(MB_SIZE // 2)]
+            rows += [plane[start : start + MB_SIZE // 2] for start in chroma_starts]
         return b"".join(rows)
 
 
