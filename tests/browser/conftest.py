@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -19,8 +19,13 @@ from tests.conftest import ROOT, ServerStarter
 #: Screenshots and the browser log land here (gitignored), for people to look at.
 ARTIFACTS = ROOT / "tests" / ".artifacts"
 
-PageCheck = Callable[..., list[VideoState]]
 SiteServer = Callable[[Path], str]
+
+
+class PageCheck(Protocol):
+    """Opens ``url``, waits for its videos, optionally saves ``screenshot`` under ARTIFACTS."""
+
+    def __call__(self, url: str, screenshot: str | None = None) -> list[VideoState]: ...
 
 
 class _StaticFiles(SimpleHTTPRequestHandler):

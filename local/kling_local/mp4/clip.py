@@ -10,9 +10,9 @@ from .container import Track
 FPS = 12
 DEFAULT_SECONDS = 5
 MAX_SECONDS = 60
-# A keyframe every two seconds: players can seek, and frame_num never wraps inside a group.
+# A keyframe every two seconds: players can seek, and frame_num (below 2**LOG2_MAX_FRAME_NUM)
+# never wraps inside a group.
 KEYFRAME_INTERVAL = 2 * FPS
-assert KEYFRAME_INTERVAL < 1 << h264.LOG2_MAX_FRAME_NUM
 
 
 @lru_cache(maxsize=16)
