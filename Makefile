@@ -8,10 +8,13 @@ SAM_STAMP := $(SAM_VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 NODE_STAMP := node_modules/.installed
+CHROMIUM := /usr/bin/chromium
+# Lazy, so `id` only runs when an apt-get install does.
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 export PYTHONPATH := $(CURDIR)/layers/common:$(CURDIR)/local:$(CURDIR)/cli:$(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help demo test test-fast lint build bench soak clean
+.PHONY: help demo test test-fast lint build bench soak clean chromium
 
 help:
 	@echo "make demo   - run one prompt through the whole pipeline locally (moto + simulator)"
@@ -21,6 +24,7 @@ help:
 	@echo "make build  - sam build"
 	@echo "make bench  - benchmarks (BENCH lines, bench-results.json)"
 	@echo "make soak   - 500 jobs through injected faults"
+	@echo "make chromium - install Debian's chromium (headless browser for tests/browser)"
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +42,14 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install -q -r requirements-checkov.txt
 	touch $@
+
+# The browser tests drive the system Chromium; installed once, skipped when already there.
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "install Chromium at $(CHROMIUM) with your package manager" >&2; exit 1; }
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 
 $(NODE_STAMP): package.json
 	npm install --no-audit --no-fund --silent

@@ -16,8 +16,8 @@ from ..job.workflow import FAILED, STORED, Delivery, WorkflowState
 from ..notify import Notifier
 from ..observability import logger, metrics
 from ..settings import Settings
-from .upload import StoredObject, VideoCopier
 from ..types import Json
+from .upload import StoredObject, VideoCopier
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
