@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from .cfn import Template
+from .cfn import Template, TemplateError
 from .provision import REGION
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def publish_stack(template: Template, name: str) -> dict[str, str]:
     resources, so tools that look a stack up by name (the CLI) find this pipeline."""
     outputs: dict[str, str] = {}
     for key, spec in template.body.get("Outputs", {}).items():
-        with contextlib.suppress(Exception):  # outputs of resources not emulated locally
+        with contextlib.suppress(TemplateError):  # outputs of resources not emulated locally
             outputs[key] = str(template.resolve(spec["Value"]))
     body = {
         "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
