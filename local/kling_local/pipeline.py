@@ -20,7 +20,7 @@ import boto3
 from moto import mock_aws
 
 from . import moto_patches
-from .cfn import Template
+from .configure import function_environment, local_template
 from .export import publish_stack
 from .lambdas import FunctionHost
 from .observe import NotificationTap, Progress, job_states
@@ -42,9 +42,13 @@ class LocalOptions:
     serve_port: int | None = None
     simulator: SimulatorConfig | None = None
     allow_output_hosts: list[str] = field(default_factory=list)
-    #: Poll schedule for local runs (production floors are 5 s; locally 0 s is allowed).
+    #: Template parameters as `sam deploy --parameter-overrides` takes them; checked against
+    #: the template's constraints, and winning over the local shortcuts below.
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+    #: Poll schedule shortcuts (production floors are 5 s; locally 0 s is allowed).
     poll_first_wait_s: int = 1
     poll_interval_s: int = 1
+    #: The simulator's videos take seconds: a stuck job fails in 2 minutes, not an hour.
     poll_deadline_s: int = 120
     #: The queue's visibility timeout, scaled down so retries happen within a local run.
     visibility_timeout_s: int = 2
@@ -77,7 +81,7 @@ class LocalPipeline(StackView):
 
     def __init__(self, options: LocalOptions | None = None) -> None:
         self.options = options or LocalOptions()
-        self.template = Template.load(overrides=self.options.template_overrides)
+        self.template = local_template(self.options)
         self.simulator: WaveSpeedSimulator | None = None
         self.endpoint_url: str | None = None
         self.region = REGION
@@ -136,7 +140,7 @@ class LocalPipeline(StackView):
         self.poller = SqsPoller(self.stack.pollers, self.functions)
         topics = [self.names[t] for t in self.template.of_type("AWS::SNS::Topic")]
         self.tap = NotificationTap(self.sqs, self.sns, topics)
-        self._environment.set(self._function_environment(api_base, local_hosts))
+        self._environment.set(function_environment(self.template, options, api_base, local_hosts))
         from kling_pipeline import wiring
 
         # Services and clients cached by an earlier pipeline point at resources that are gone.
@@ -153,27 +157,6 @@ class LocalPipeline(StackView):
         self.simulator.start()
         hosts = [self.simulator.host_port, *options.allow_output_hosts]
         return self.simulator.base_url, self.simulator.config.api_key, hosts
-
-    def _function_environment(self, api_base: str, local_hosts: list[str]) -> dict[str, str]:
-        """Every function's template environment, then the local-only settings on top."""
-        options = self.options
-        env: dict[str, str] = {}
-        for logical_id in self.template.of_type("AWS::Serverless::Function"):
-            env.update(self.template.function_environment(logical_id))
-        env.update(
-            {
-                "WAVESPEED_API_BASE": api_base,
-                "LOCAL_OUTPUT_HOSTS": ",".join(local_hosts),
-                "POLL_FIRST_WAIT_S": str(options.poll_first_wait_s),
-                "POLL_INTERVAL_S": str(options.poll_interval_s),
-                "POLL_MAX_INTERVAL_S": str(max(options.poll_interval_s, 1)),
-                "POLL_DEADLINE_S": str(options.poll_deadline_s),
-                "POLL_MIN_INTERVAL_S": "0",
-                "RETRY_BASE_S": str(options.retry_base_s),
-            }
-        )
-        env.update(options.env)
-        return env
 
     def _serve(self, port: int) -> None:
         """moto as an HTTP server in this process: the handlers, the poller and the state

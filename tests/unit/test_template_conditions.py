@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from kling_local.cfn import GLOBALS, NO_VALUE, Template, TemplateError
+from kling_local.parameters import ParameterError, validate_overrides
 
 DEFAULTS = Template.load()
 CONDITIONS = sorted(DEFAULTS.body.get("Conditions", {}))
@@ -27,8 +28,10 @@ class AnyAttribute(dict[str, str]):
 
 
 def load(overrides: dict[str, str]) -> Template:
-    """template.yaml with these parameter values, every resource given a placeholder ref."""
-    template = Template.load(overrides=overrides)
+    """template.yaml with these parameter values (only ones it accepts), every resource given a
+    placeholder ref."""
+    accepted = validate_overrides(DEFAULTS.body["Parameters"], overrides)
+    template = Template.load(overrides=accepted)
     for logical_id in template.resources:
         template.refs[logical_id] = f"ref:{logical_id}"
         template.attrs[logical_id] = AnyAttribute(logical_id)
@@ -74,7 +77,7 @@ def flipping_overrides(condition: str) -> dict[str, str]:
         try:
             if load(overrides).condition(condition) != default:
                 return overrides
-        except TemplateError:
+        except (TemplateError, ParameterError):
             continue
     raise AssertionError(f"no parameter values flip condition {condition}")
 
