@@ -1,9 +1,10 @@
 """The whole pipeline in one process: moto resources from template.yaml, the real ASL, handlers.
 
-The parts, each in its own module: `provision` (resources from the template), `lambdas` (the
-handlers, run as Lambda would), `poller` (the SQS event source), `observe` (notifications,
-job states, progress), `export` (`--out`, the stack `--serve` publishes), `process` and
-`moto_patches` (the process-wide changes a run needs, each undone on close).
+The parts, each in its own module: `configure` (template parameters, local shortcuts, the
+functions' environment), `provision` (resources from the template), `lambdas` (the handlers, run
+as Lambda would), `poller` (the SQS event source), `observe` (notifications, job states,
+progress), `stack_view` and `export` (inputs, outputs, `--out`, the stack `--serve` publishes),
+`process` and `moto_patches` (the process-wide changes a run needs, each undone on close).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class LocalOptions:
     retry_base_s: float = 0.5
     #: Step Functions Retry intervals really sleep in moto: cap them for local runs.
     max_retry_interval_s: int = 1
+    #: Parameter values taken unchecked (tests that need a value the template refuses).
     template_overrides: dict[str, Any] = field(default_factory=dict)
+    #: Function environment variables set last, over everything the template gives.
     env: dict[str, str] = field(default_factory=dict)
     progress: TextIO | None = None
 
@@ -90,7 +93,6 @@ class LocalPipeline(StackView):
         self._environment = ScopedEnvironment()
         self._undo: list[Callable[[], None]] = []
 
-    # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalPipeline:
         try:
             self._start()
@@ -195,7 +197,6 @@ class LocalPipeline(StackView):
                 self._observe()
                 stop.wait(0.2)
 
-    # ------------------------------------------------------------------ driving
     def invoke(self, function_name: str, event: dict[str, Any]) -> tuple[str, bool, str]:
         """Runs a function's handler as Lambda would (see `FunctionHost.invoke`)."""
         return self.functions.invoke(function_name, event)

@@ -177,20 +177,24 @@ class Provisioner:
         archive = io.BytesIO()
         with zipfile.ZipFile(archive, "w") as zf:
             zf.writestr("app.py", "def lambda_handler(event, context):\n    return event\n")
-        for logical_id, spec in self.template.of_type("AWS::Serverless::Function").items():
-            props = spec["Properties"]
+        t = self.template
+        for logical_id in t.of_type("AWS::Serverless::Function"):
+            # Globals merged in; only what is needed here is evaluated, as the environment
+            # names resources (the state machine) that are created after the functions.
+            props = t.declared_properties(logical_id)
             name = f"{PREFIX}-{logical_id}"
-            timeout = int(props.get("Timeout", 3))
+            timeout = int(t.resolve(props.get("Timeout", 3)))
             arn = client.create_function(
                 FunctionName=name,
                 Runtime="python3.13",
                 Role=role,
-                Handler=props["Handler"],
+                Handler=t.resolve(props["Handler"]),
                 Code={"ZipFile": archive.getvalue()},
                 Timeout=timeout,
             )["FunctionArn"]
             self._record(logical_id, name, name, Arn=arn)
-            handler = load_handler(props["CodeUri"], props["Handler"], logical_id)
+            code_uri, entry = t.resolve(props["CodeUri"]), t.resolve(props["Handler"])
+            handler = load_handler(code_uri, entry, logical_id)
             self.host.add(name, handler, timeout)
 
     def _state_machines(self, role: str) -> None:
@@ -213,12 +217,13 @@ class Provisioner:
 
     def _event_sources(self) -> None:
         t = self.template
-        for logical_id, spec in t.of_type("AWS::Serverless::Function").items():
-            for event in spec["Properties"].get("Events", {}).values():
+        for logical_id in t.of_type("AWS::Serverless::Function"):
+            events = t.resolve(t.declared_properties(logical_id).get("Events", {})) or {}
+            for event in events.values():
                 if event["Type"] != "SQS":
                     continue
                 props = event["Properties"]
-                queue_arn = t.resolve(props["Queue"])
+                queue_arn = props["Queue"]
                 queue_id = next(q for q, a in t.attrs.items() if a.get("Arn") == queue_arn)
                 self.stack.pollers.append(
                     EventSourceMapping(

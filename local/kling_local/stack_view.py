@@ -24,7 +24,6 @@ class StackView:
     sqs: SQSClient
     s3: S3Client
 
-    # ------------------------------------------------------------------ resources
     @property
     def names(self) -> dict[str, str]:
         return self.stack.names
@@ -61,7 +60,6 @@ class StackView:
     def notifications(self) -> list[dict[str, Any]]:
         return self.tap.notifications
 
-    # ------------------------------------------------------------------ inputs
     def send_message(self, body: str) -> str:
         return self.sqs.send_message(QueueUrl=self.job_queue_url, MessageBody=body)["MessageId"]
 
@@ -73,7 +71,6 @@ class StackView:
         self.s3.put_object(Bucket=self.prompts_bucket, Key=key, Body=data)
         return key
 
-    # ------------------------------------------------------------------ outputs
     def objects(self, bucket: str | None = None) -> Iterator[Any]:
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket or self.videos_bucket):
