@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from .cfn import TEMPLATE, parse
+from .parameters import ParameterError, parse_overrides, validate_overrides
 from .pipeline import LocalOptions, LocalPipeline
 from .simulator import SimulatorConfig
 
@@ -42,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="local runs only: also download outputs from this address (plain http too)",
     )
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME=VALUE",
+        help="template parameters, as sam deploy takes them (e.g. PollDeadlineSeconds=600 "
+        "DailyBudgetUsd=5); checked against the template before anything runs",
+    )
     parser.add_argument("--out", type=Path, help="copy produced objects and notifications here")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument(
@@ -64,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         "kling-local) for the kling-pipeline CLI; Ctrl-C stops",
     )
     return parser
+
+
+def checked_overrides(arguments: list[str]) -> dict[str, str]:
+    """The overrides the template accepts; ParameterError before anything starts otherwise."""
+    declared = parse(TEMPLATE.read_text()).get("Parameters", {})
+    return validate_overrides(declared, parse_overrides(arguments))
 
 
 def _feed(
@@ -116,8 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"no such file: {missing[0]}", file=sys.stderr)
         return 2
+    try:
+        overrides = checked_overrides(args.parameter_overrides)
+    except ParameterError as exc:
+        print(f"--parameter-overrides refused, nothing was run: {exc}", file=sys.stderr)
+        return 2
     progress = None if args.quiet else sys.stderr
     options = LocalOptions(
+        parameter_overrides=overrides,
         api_base=args.api_base,
         simulator=SimulatorConfig(generation_seconds=args.generation_seconds),
         allow_output_hosts=list(args.allow_output_host),
