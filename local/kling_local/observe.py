@@ -6,6 +6,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from kling_pipeline.job.record import JobRecord
+
 from .provision import ACCOUNT, PREFIX, REGION
 
 if TYPE_CHECKING:
@@ -54,11 +56,10 @@ def job_states(dynamodb: DynamoDBClient, table: str) -> dict[str, str]:
     states: dict[str, str] = {}
     for page in dynamodb.get_paginator("scan").paginate(TableName=table):
         for item in page.get("Items", []):
-            pk = item["pk"]["S"]
-            if not pk.startswith("job#"):
+            if not item["pk"]["S"].startswith("job#"):
                 continue
-            state = item.get("state", {}).get("S") or item.get("terminal_status", {}).get("S", "")
-            states[pk[4:]] = state
+            record = JobRecord.from_item(item)
+            states[record.job_id] = record.status
     return states
 
 
