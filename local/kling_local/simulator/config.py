@@ -262,8 +262,10 @@ class SimulatorConfig:
             outage.validate()
 
     def _validate_webhooks(self) -> None:
-        if not self.webhook_secret.startswith("whsec_") or len(self.webhook_secret) <= 6:
-            raise ValueError("webhook_secret must be whsec_ followed by the key")
+        if not self.webhook_secret.startswith("whsec_"):
+            raise ValueError("webhook_secret must start with whsec_")
+        if self.webhook_secret == "whsec_":
+            raise ValueError("webhook_secret needs a key after whsec_")
         if self.webhook_body not in WEBHOOK_BODIES:
             raise ValueError(f"webhook_body must be one of {', '.join(WEBHOOK_BODIES)}")
         if self.webhook_timeout_seconds <= 0:
