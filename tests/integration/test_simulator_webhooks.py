@@ -76,7 +76,9 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     @property
     def url(self) -> str:
@@ -341,9 +343,9 @@ def test_webhook_sent_twice_with_same_id_when_duplicated(
 def test_webhook_arrives_after_undelayed_one_when_delayed(
     make_sim: SimFactory, receiver: Receiver
 ) -> None:
-    # Given two tasks submitted together, one with its webhook held back 40 service seconds
+    # Given two tasks submitted together, one with its webhook held back 20 service seconds
     sim = make_sim()
-    _, late = submit_with_webhook(sim, "late [sim:webhook-delay-40]", receiver.url)
+    _, late = submit_with_webhook(sim, "late [sim:webhook-delay-20]", receiver.url)
     _, prompt = submit_with_webhook(sim, "prompt", receiver.url)
 
     # When both deliveries finish
@@ -355,7 +357,7 @@ def test_webhook_arrives_after_undelayed_one_when_delayed(
     verify(arrivals[1].headers, arrivals[1].body, SECRET)
     faults = sim.webhook_faults(late["data"]["id"])
     assert faults is not None and faults.names() == ["delayed"]
-    assert faults.delay_seconds == pytest.approx(40 * SIM_DEFAULTS["time_scale"])
+    assert faults.delay_seconds == pytest.approx(20 * SIM_DEFAULTS["time_scale"])
 
 
 def test_forged_webhook_arrives_first_and_fails_verification_when_forged(
