@@ -748,6 +748,12 @@ def test_stats_count_each_kind_of_request_when_exercised(sim: WaveSpeedSimulator
         "downloads_started": 1,
         "downloads_completed": 1,
         "unauthorized": 1,
+        # No submit named a webhook.
+        "webhook_requests": 0,
+        "webhooks_acknowledged": 0,
+        "webhooks_refused": 0,
+        "webhooks_abandoned": 0,
+        "webhooks_lost": 0,
     }
     assert polls >= 1
 

@@ -6,7 +6,15 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from .config import OUTAGE_FORMS, OUTAGE_TARGETS, OUTPUT_STYLES, TIERS, Outage, SimulatorConfig
+from .config import (
+    OUTAGE_FORMS,
+    OUTAGE_TARGETS,
+    OUTPUT_STYLES,
+    TIERS,
+    WEBHOOK_BODIES,
+    Outage,
+    SimulatorConfig,
+)
 from .core import WaveSpeedSimulator
 
 
@@ -78,9 +86,55 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output-style", choices=OUTPUT_STYLES, default="predictions")
     parser.add_argument("--webhook-secret", default=SimulatorConfig.webhook_secret)
+    _add_webhook_arguments(parser)
     parser.add_argument("--public-base-url", default=None)
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser.parse_args(argv)
+
+
+#: Webhook fault rates: flag suffix -> SimulatorConfig field.
+_WEBHOOK_RATES = {
+    "lost": "webhook_lost_rate",
+    "duplicate": "webhook_duplicate_rate",
+    "delay": "webhook_delay_rate",
+    "forged": "webhook_forged_rate",
+    "replayed": "webhook_replayed_rate",
+    "out-of-order": "webhook_out_of_order_rate",
+}
+
+
+def _add_webhook_arguments(parser: argparse.ArgumentParser) -> None:
+    for suffix in _WEBHOOK_RATES:
+        parser.add_argument(
+            f"--webhook-{suffix}-rate",
+            type=float,
+            default=0.0,
+            help=f"share of tasks whose webhook is {suffix.replace('-', ' ')}",
+        )
+    parser.add_argument(
+        "--webhook-delay-seconds",
+        type=float,
+        default=SimulatorConfig.webhook_delay_seconds,
+        help="how late a delayed webhook comes (scaled by --time-scale)",
+    )
+    parser.add_argument(
+        "--webhook-body",
+        choices=WEBHOOK_BODIES,
+        default=SimulatorConfig.webhook_body,
+        help="the bare prediction (as documented) or wrapped in the API envelope",
+    )
+    parser.add_argument(
+        "--webhook-attempts",
+        type=int,
+        default=SimulatorConfig.webhook_attempts,
+        help="HTTP attempts per webhook before giving up (retries on no answer, 429, 5xx)",
+    )
+    parser.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=SimulatorConfig.webhook_timeout_seconds,
+        help="seconds to wait for the receiver's answer to one attempt",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -105,6 +159,14 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         output_host=args.output_host,
         output_style=args.output_style,
         webhook_secret=args.webhook_secret,
+        webhook_delay_seconds=args.webhook_delay_seconds,
+        webhook_body=args.webhook_body,
+        webhook_attempts=args.webhook_attempts,
+        webhook_timeout_seconds=args.webhook_timeout,
+        **{
+            field: getattr(args, f"webhook_{suffix.replace('-', '_')}_rate")
+            for suffix, field in _WEBHOOK_RATES.items()
+        },
         public_base_url=args.public_base_url,
         verbose=args.verbose,
     )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import random
 import threading
 import time
 from typing import Any
 
-from . import history
+from . import history, webhooks
 from .account import NOT_ACTIVATED_MESSAGE, Account
 from .blobs import Blob
 from .config import (
@@ -17,6 +18,7 @@ from .config import (
     OPTIMIZER_PRICE_USD,
     SimulatorConfig,
 )
+from .dispatch import WebhookDispatcher
 from .faults import SubmitFaults
 from .optimizer import PromptOptimizer
 from .tasks import TERMINAL, Task, TaskBook
@@ -37,6 +39,9 @@ class WaveSpeedApi:
         self._submit_faults = SubmitFaults(config, self.book.rng)
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._stopping = stopping
+        self.webhooks = WebhookDispatcher(config, self.count)
+        # Its own stream, so turning webhook faults on leaves every other fault's dealing alone.
+        self._webhook_rng = random.Random(f"{config.seed}:webhooks")
 
     def stats(self) -> dict[str, int]:
         with self.lock:
@@ -62,14 +67,21 @@ class WaveSpeedApi:
         self.count("unauthorized")
         return error(401, "Unauthorized" if not valid else NOT_ACTIVATED_MESSAGE)
 
-    def submit(self, raw: bytes) -> Reply:
-        """A Kling submit: validate, apply faults and account limits, create the paid task."""
+    def submit(self, raw: bytes, base: str = "", webhook: str | None = None) -> Reply:
+        """A Kling submit: validate, apply faults and account limits, create the paid task.
+
+        `webhook` is the submit URL's `webhook` query parameter ("How to Use Webhooks");
+        without it, a `webhook_url` body field ("How to Submit Task") is taken instead.
+        """
         self.wait(self.config.submit_latency_seconds)
         body, message = json_object(raw)
         if body is None:
             return error(400, message)
         params, message = validate_t2v(body)
         if params is None:
+            return error(400, message)
+        webhook_url, message = _webhook_url(webhook, body.get("webhook_url"))
+        if message:
             return error(400, message)
         prompt: str = params["prompt"]
         now = time.monotonic()
@@ -82,6 +94,9 @@ class WaveSpeedApi:
                 return refusal
             task = self.book.create(params, now, self.account.max_concurrency)
             self._counters["tasks_created"] += 1
+            faults = webhooks.deal_faults(prompt, self.config, self._webhook_rng)
+        if webhook_url:
+            self._schedule_webhook(task, webhook_url, faults, base)
         if MARKER_DROP_SUBMIT in prompt:
             return Reply(0, None, drop=True, task=task)
         delay = self.config.slow_submit_seconds if MARKER_SLOW_SUBMIT in prompt else 0.0
@@ -89,6 +104,21 @@ class WaveSpeedApi:
         if sync:
             self._wait_terminal(task)
         return Reply(200, None, delay_seconds=delay, task=task, sync=sync)
+
+    def _schedule_webhook(
+        self, task: Task, url: str, faults: webhooks.WebhookFaults, base: str
+    ) -> None:
+        task.webhook_url = url
+
+        def prediction() -> dict[str, Any]:
+            # The webhook body is the prediction as the result endpoint reports it, plus the
+            # task's input (the webhook pages show it).
+            data = self.book.data(task, base)
+            return {"id": data.pop("id"), "model": data.pop("model"),
+                    "input": dict(task.params), **data}  # fmt: skip
+
+        ends_at = task.started_monotonic + self.config.generation_seconds
+        self.webhooks.schedule(task.id, url, ends_at, faults, prediction)
 
     def _admit(self, params: dict[str, Any], now: float) -> Reply | None:
         if self.account.rate_limited(now):
@@ -159,3 +189,18 @@ class WaveSpeedApi:
             if self.book.status(task, time.monotonic()) in TERMINAL:
                 return
             self._stopping.wait(0.02)
+
+
+def _webhook_url(query: str | None, field: Any) -> tuple[str | None, str]:
+    """The submit's webhook URL (the query parameter wins over the body field), or the 400
+    message that refuses it. An empty value means none."""
+    if query:
+        url: Any = query
+    elif field is None or field == "":
+        return None, ""
+    else:
+        url = field
+    if not isinstance(url, str):
+        return None, "webhook_url must be a string"
+    problem = webhooks.webhook_url_problem(url)
+    return (None, problem) if problem else (url, "")

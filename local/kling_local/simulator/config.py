@@ -32,11 +32,22 @@ MARKER_POLL_500_ONCE = "[sim:poll-500-once]"
 MARKER_MODERATION = "[sim:moderation]"
 #: `[sim:fail-<code>]` ends the task `failed` with that WaveSpeed error code (see FAILURE_CODES).
 MARKER_FAIL_CODE = "[sim:fail-<code>]"
+# Webhook faults of one task (only when its submit asked for a webhook).
+MARKER_WEBHOOK_LOST = "[sim:webhook-lost]"
+MARKER_WEBHOOK_DUPLICATE = "[sim:webhook-duplicate]"
+#: `[sim:webhook-delay]` waits `webhook_delay_seconds`; `[sim:webhook-delay-<s>]` waits s
+#: seconds (both scaled by `time_scale`).
+MARKER_WEBHOOK_DELAY = "[sim:webhook-delay]"
+MARKER_WEBHOOK_FORGED = "[sim:webhook-forged]"
+MARKER_WEBHOOK_REPLAYED = "[sim:webhook-replayed]"
+MARKER_WEBHOOK_OUT_OF_ORDER = "[sim:webhook-out-of-order]"
 MARKERS = (
     MARKER_FAIL, MARKER_CANCEL, MARKER_TIMEOUT, MARKER_NSFW, MARKER_TWO_OUTPUTS,
     MARKER_CUT_ONCE, MARKER_TRUNCATE, MARKER_NOT_MP4, MARKER_429_ONCE, MARKER_CODE_1001,
     MARKER_500_SUBMIT, MARKER_SLOW_SUBMIT, MARKER_DROP_SUBMIT, MARKER_OPTIMIZER_FAIL,
     MARKER_POLL_500_ONCE, MARKER_MODERATION, MARKER_FAIL_CODE,
+    MARKER_WEBHOOK_LOST, MARKER_WEBHOOK_DUPLICATE, MARKER_WEBHOOK_DELAY, MARKER_WEBHOOK_FORGED,
+    MARKER_WEBHOOK_REPLAYED, MARKER_WEBHOOK_OUT_OF_ORDER,
 )  # fmt: skip
 
 #: WaveSpeed's task error codes (`data.code` of a failed prediction) and their documented text.
@@ -78,6 +89,9 @@ OUTAGE_TARGETS = ("submit", "result", "both")
 #: "http": HTTP 503 with a 503 envelope; "code": HTTP 200 whose envelope carries code 5003.
 OUTAGE_FORMS = ("http", "code")
 OUTPUT_STYLES = ("predictions", "output")
+#: "prediction": the bare prediction object, as every WaveSpeed webhook page shows it;
+#: "envelope": wrapped in {code, message, data} like the API's answers, for robustness tests.
+WEBHOOK_BODIES = ("prediction", "envelope")
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,12 @@ COUNTERS = (
     "downloads_started",
     "downloads_completed",
     "unauthorized",
+    # Webhooks: HTTP requests made (retries included), and how each delivery ended.
+    "webhook_requests",
+    "webhooks_acknowledged",
+    "webhooks_refused",
+    "webhooks_abandoned",
+    "webhooks_lost",
 )
 
 _RATES = (
@@ -117,6 +137,12 @@ _RATES = (
     "cut_once_rate",
     "truncate_rate",
     "moderation_rate",
+    "webhook_lost_rate",
+    "webhook_duplicate_rate",
+    "webhook_delay_rate",
+    "webhook_forged_rate",
+    "webhook_replayed_rate",
+    "webhook_out_of_order_rate",
 )
 _DURATIONS = (
     "generation_seconds",
@@ -124,6 +150,8 @@ _DURATIONS = (
     "submit_latency_seconds",
     "poll_latency_seconds",
     "slow_submit_seconds",
+    "webhook_delay_seconds",
+    "webhook_backoff_seconds",
 )
 
 
@@ -167,6 +195,23 @@ class SimulatorConfig:
     # False: a key never activated by a top-up, answered 401 on every call.
     activated: bool = True
     webhook_secret: str = "whsec_c2ltdWxhdG9yLXdlYmhvb2stc2VjcmV0"
+    # Webhook faults, dealt once per task that asked for a webhook (see MARKER_WEBHOOK_*).
+    webhook_lost_rate: float = 0.0
+    webhook_duplicate_rate: float = 0.0
+    webhook_delay_rate: float = 0.0
+    webhook_forged_rate: float = 0.0
+    webhook_replayed_rate: float = 0.0
+    webhook_out_of_order_rate: float = 0.0
+    # How late a delayed webhook comes, in the service's time (multiplied by `time_scale`).
+    webhook_delay_seconds: float = 30.0
+    webhook_body: str = "prediction"
+    # WaveSpeed documents no retry policy; these are the simulator's choice: each attempt
+    # waits `webhook_timeout_seconds` for an answer; a connection error, timeout, 429 or 5xx
+    # is retried up to `webhook_attempts` in all, the k-th retry after
+    # `webhook_backoff_seconds * 4**(k-1)` (scaled), so 1 s, 4 s, 16 s by default.
+    webhook_timeout_seconds: float = 5.0
+    webhook_attempts: int = 4
+    webhook_backoff_seconds: float = 1.0
     verbose: bool = False
 
     def limits(self) -> Tier | None:
@@ -212,7 +257,18 @@ class SimulatorConfig:
             raise ValueError(f"output_style must be one of {', '.join(OUTPUT_STYLES)}")
         if self.balance_usd < 0:
             raise ValueError("balance_usd must not be negative")
-        if not self.webhook_secret.startswith("whsec_"):
-            raise ValueError("webhook_secret must start with whsec_")
+        self._validate_webhooks()
         for outage in self.outages:
             outage.validate()
+
+    def _validate_webhooks(self) -> None:
+        if not self.webhook_secret.startswith("whsec_"):
+            raise ValueError("webhook_secret must start with whsec_")
+        if self.webhook_secret == "whsec_":
+            raise ValueError("webhook_secret needs a key after whsec_")
+        if self.webhook_body not in WEBHOOK_BODIES:
+            raise ValueError(f"webhook_body must be one of {', '.join(WEBHOOK_BODIES)}")
+        if self.webhook_timeout_seconds <= 0:
+            raise ValueError("webhook_timeout_seconds must be positive")
+        if self.webhook_attempts < 1:
+            raise ValueError("webhook_attempts must be at least 1")

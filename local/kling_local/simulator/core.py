@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..mp4 import VideoBlob
 from .api import WaveSpeedApi
 from .config import Outage, SimulatorConfig
+from .webhooks import WebhookFaults, WebhookRecord
 
 if TYPE_CHECKING:
     from .server import SimulatorServer
@@ -45,6 +46,7 @@ class WaveSpeedSimulator:
             daemon=True,
         )
         self._thread.start()
+        self.api.webhooks.start()
         self.api.account.schedule_outages(time.monotonic())
         return self
 
@@ -54,6 +56,7 @@ class WaveSpeedSimulator:
         if server is None:
             return
         self._stopping.set()
+        self.api.webhooks.stop()
         server.shutdown()
         server.close_open_connections()
         server.server_close()
@@ -115,3 +118,23 @@ class WaveSpeedSimulator:
     def start_outage(self, seconds: float, on: str = "both", form: str = "http") -> None:
         """Answer 5xx (or envelope code 5003) on `on` routes from now for `seconds` (scaled)."""
         self.api.account.start_outage(Outage(0.0, seconds, on, form), time.monotonic())
+
+    # Webhooks: what WaveSpeed's side sent (tests and the soak read these).
+
+    def webhooks_sent(self, task_id: str | None = None) -> list[WebhookRecord]:
+        """Every webhook request sent for a task (or for all tasks), in the order each ended:
+        kind (genuine, duplicate, forged, replayed, stale), webhook-id, attempts, the
+        receiver's answer and the exact bytes and headers."""
+        return self.api.webhooks.records(task_id)
+
+    def webhook_faults(self, task_id: str) -> WebhookFaults | None:
+        """The faults dealt to a task's webhook; None when its submit asked for none."""
+        return self.api.webhooks.faults(task_id)
+
+    def webhooks_pending(self) -> int:
+        """Webhook deliveries still waiting for their task to end, a delay, or a retry."""
+        return self.api.webhooks.pending()
+
+    def wait_for_webhooks(self, timeout: float = 30.0) -> bool:
+        """Block until every scheduled webhook delivery has ended; False on timeout."""
+        return self.api.webhooks.wait_idle(timeout)

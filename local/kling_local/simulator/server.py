@@ -143,7 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def do_POST(self) -> None:
-        path = urlsplit(self.path).path.rstrip("/")
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/")
         raw = self._read_body()
         if not path.startswith("/api/"):
             self._not_found()
@@ -154,7 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         base = self._public_base()
         if path == MODEL_PATH:
-            self._handle_submit(raw, base)
+            webhook = parse_qs(parts.query).get("webhook", [None])[-1]
+            self._handle_submit(raw, base, webhook)
         elif path == OPTIMIZER_PATH:
             self._send_reply(self.sim.api.optimize(raw, base))
         elif path == HISTORY_PATH:
@@ -165,8 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             model = path[len("/api/v3/") :]
             self._send_json(404, envelope(None, 404, f"model not found: {model}"))
 
-    def _handle_submit(self, raw: bytes, base: str) -> None:
-        reply = self.sim.api.submit(raw)
+    def _handle_submit(self, raw: bytes, base: str, webhook: str | None) -> None:
+        reply = self.sim.api.submit(raw, base, webhook)
         if reply.drop:
             # The task exists, but the client never learns its id.
             self.close_connection = True

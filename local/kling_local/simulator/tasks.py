@@ -53,6 +53,8 @@ class Task:
     poll_500_pending: bool
     blobs: dict[int, Blob] = field(default_factory=dict)
     downloads: dict[int, int] = field(default_factory=dict)
+    # Where the submit asked WaveSpeed to POST the result (None: no webhook).
+    webhook_url: str | None = None
 
 
 class TaskBook:
@@ -191,6 +193,7 @@ class TaskBook:
             "cut_once": task.cut_once,
             "truncate": task.truncate,
             "downloads": sum(task.downloads.values()),
+            "webhook_url": task.webhook_url,
         }
 
     def blob(self, task_id: str, n: int) -> Blob:
