@@ -25,7 +25,8 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
-	$(BIN)/pip install -q --no-deps -e .
+	# The package itself with the extra kling_local needs (moto, PyYAML), pins already met above.
+	$(BIN)/pip install -q -e '.[local]'
 	touch $@
 
 $(SAM_STAMP): requirements-sam.txt
