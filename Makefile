@@ -11,13 +11,14 @@ NODE_STAMP := node_modules/.installed
 export PYTHONPATH := $(CURDIR)/layers/common:$(CURDIR)/local:$(CURDIR)/cli:$(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help demo test lint build bench soak clean
+.PHONY: help demo test lint build check-build bench soak clean
 
 help:
 	@echo "make demo   - run one prompt through the whole pipeline locally (moto + simulator)"
 	@echo "make test   - the whole test suite"
 	@echo "make lint   - ruff, mypy, sam validate --lint, cfn-lint, asl-validator, checkov"
 	@echo "make build  - sam build"
+	@echo "make check-build - the built layer: <= 5 MB zipped, no boto3/botocore, handlers import"
 	@echo "make bench  - benchmarks (BENCH lines, bench-results.json)"
 	@echo "make soak   - 500 jobs through injected faults"
 
@@ -65,6 +66,10 @@ build: $(SAM_STAMP)
 	  export PYENV_VERSION="$$(pyenv version-name):$$v313"; \
 	fi; \
 	$(SAM_VENV)/bin/sam build --template template.yaml
+
+# What `make build` produced, checked as CI needs it: fails (not skips) when nothing was built.
+check-build: $(STAMP)
+	REQUIRE_LAYER_BUILD=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_template_layer.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
