@@ -45,7 +45,7 @@ def _unconditional_dependencies(distribution: str) -> set[str]:
         marker = requirement.partition(";")[2]
         if "extra" in marker:
             continue
-        if "python_version" in marker and "< \"3" in marker.replace("'", '"'):
+        if "python_version" in marker and '< "3' in marker.replace("'", '"'):
             continue
         found.add(_name(requirement))
     return found
