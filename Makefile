@@ -11,11 +11,12 @@ NODE_STAMP := node_modules/.installed
 export PYTHONPATH := $(CURDIR)/layers/common:$(CURDIR)/local:$(CURDIR)/cli:$(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help demo test lint build check-build bench soak clean
+.PHONY: help demo test test-fast lint build check-build bench soak clean
 
 help:
 	@echo "make demo   - run one prompt through the whole pipeline locally (moto + simulator)"
 	@echo "make test   - the whole test suite"
+	@echo "make test-fast - the unit tier only (business rules against in-memory fakes)"
 	@echo "make lint   - ruff, mypy, sam validate --lint, cfn-lint, asl-validator, checkov"
 	@echo "make build  - sam build"
 	@echo "make check-build - the built layer: <= 5 MB zipped, no boto3/botocore, handlers import"
@@ -48,7 +49,11 @@ demo: $(STAMP)
 	$(BIN)/python -m kling_local.runner --demo --out demo-out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	@start=$$(date +%s); $(BIN)/python -m pytest; status=$$?; \
+	echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$status
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
 
 lint: $(STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .

@@ -20,7 +20,7 @@ FILE_JOB_ID = re.compile(r"^file-[0-9a-f]{24}-(\d+)\Z")
 
 @dataclass(frozen=True)
 class TaskTruth:
-    """A simulator task with the faults it was dealt (the public `tasks()` omits cut/truncate)."""
+    """A simulator task with the faults it was dealt, as `tasks()` reports them."""
 
     id: str
     prompt: str
@@ -31,17 +31,11 @@ class TaskTruth:
     downloads: int
 
 
+TRUTH_KEYS = ("id", "prompt", "status", "output_count", "cut_once", "truncate", "downloads")
+
+
 def task_truths(sim: WaveSpeedSimulator) -> list[TaskTruth]:
-    public = {task["id"]: task for task in sim.tasks()}
-    with sim._lock:  # the simulator's own lock guards its task table
-        internal = {
-            task_id: (task.output_count, task.cut_once, task.truncate, sum(task.downloads.values()))
-            for task_id, task in sim._tasks.items()
-        }
-    return [
-        TaskTruth(task_id, task["prompt"], task["status"], *internal[task_id])
-        for task_id, task in public.items()
-    ]
+    return [TaskTruth(*(task[key] for key in TRUTH_KEYS)) for task in sim.tasks()]
 
 
 @dataclass

@@ -16,20 +16,14 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kling_pipeline.errors import ValidationError
-from kling_pipeline.models import (
-    ASPECT_RATIOS,
-    DURATIONS,
-    JobRequest,
-    PromptFileRejected,
-    parse_job_object,
-    parse_prompt_file,
-)
+from kling_pipeline.job.prompt_file import PromptFileRejected, parse_prompt_file
+from kling_pipeline.job.request import ASPECT_RATIOS, DURATIONS, JobRequest, parse_job_object
 from kling_pipeline.settings import Settings
 
 from . import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
 from .errors import CliError
 from .follow import Emit, Follower, FollowResult, Sleep, Tracked
-from .jobs import STATES, Execution, JobReader, JobView, Json
+from .jobs import STATUSES, Execution, JobReader, JobRecord, Json
 from .resources import DEFAULT_STACK, STACK_OUTPUTS, Connection, Resources, resolve_resources
 
 PROG = "kling-pipeline"
@@ -158,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="recent jobs, newest first")
     listing.add_argument("--limit", type=int, default=20, help="how many (default 20)")
-    listing.add_argument("--state", choices=STATES, help="only jobs in this state")
+    listing.add_argument("--state", choices=STATUSES, help="only jobs in this state")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     _connection_options(listing, nested=True)
 
@@ -351,21 +345,21 @@ def _submit_file(args: argparse.Namespace, resources: ResourcesFactory, sleep: S
 
 
 # ------------------------------------------------------------------------------ status
-def _job_json(view: JobView) -> Json:
+def _job_json(view: JobRecord) -> Json:
     return {
         "job_id": view.job_id,
-        "state": view.state,
+        "state": view.status,
         "prediction_id": view.prediction_id,
         "created_at": view.created_at,
         "submitted_at": view.submitted_at,
         "notified_at": view.notified_at,
-        "input": view.job,
+        "input": view.job_input,
         "source": view.source,
     }
 
 
 def _status_json(
-    view: JobView, execution: Execution | None, outputs: list[Json], error: Json | None
+    view: JobRecord, execution: Execution | None, outputs: list[Json], error: Json | None
 ) -> Json:
     workflow = None
     if execution is not None:
@@ -390,17 +384,17 @@ def cmd_status(args: argparse.Namespace, resources: ResourcesFactory, sleep: Sle
     execution = reader.execution(view)
     outputs = (
         reader.outputs(view.job_id, link_expires_s=args.link_expires)
-        if view.state == "completed"
+        if view.status == "completed"
         else []
     )
-    error = reader.error(view, execution)
+    error = reader.error(view)
     if args.json:
         print(json.dumps(_status_json(view, execution, outputs, error), indent=2))
-        return EXIT_FAILED if view.state in ("failed", "rejected") else EXIT_OK
+        return EXIT_FAILED if view.status in ("failed", "rejected") else EXIT_OK
     rows = [
         ("job", view.job_id),
-        ("state", view.state),
-        ("prompt", _prompt_line(view.job)),
+        ("state", view.status),
+        ("prompt", _prompt_line(view.job_input)),
         ("prediction", view.prediction_id or "-"),
         ("created", _when(view.created_at)),
         ("submitted", _when(view.submitted_at)),
@@ -416,13 +410,10 @@ def cmd_status(args: argparse.Namespace, resources: ResourcesFactory, sleep: Sle
         )
     for label, value in rows:
         print(f"{label:<11}{value}")
-    if view.state == "completed":
+    if view.status == "completed":
         _print_outputs(outputs)
-    elif view.state in ("failed", "rejected"):
-        if error is None and execution is not None and execution.status == "RUNNING":
-            print(f"{'error':<11}the workflow is still finishing; ask again in a moment")
-        else:
-            print(f"{'error':<11}{_reason(error)}")
+    elif view.status in ("failed", "rejected"):
+        print(f"{'error':<11}{_reason(error)}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -438,7 +429,7 @@ def _prompt_line(job: Json) -> str:
 
 # ------------------------------------------------------------------------------ list / watch
 def cmd_list(args: argparse.Namespace, resources: ResourcesFactory, sleep: Sleep) -> int:
-    views = JobReader(resources()).scan(state=args.state)[: args.limit]
+    views = JobReader(resources()).scan(status=args.state)[: args.limit]
     if args.json:
         print(json.dumps([_job_json(v) for v in views], indent=2))
         return EXIT_OK
@@ -446,7 +437,7 @@ def cmd_list(args: argparse.Namespace, resources: ResourcesFactory, sleep: Sleep
         print("no jobs" + (f" in state {args.state}" if args.state else ""))
         return EXIT_OK
     rows = [("JOB ID", "STATE", "CREATED", "PREDICTION")]
-    rows += [(v.job_id, v.state, _when(v.first_seen), v.prediction_id or "-") for v in views]
+    rows += [(v.job_id, v.status, _when(v.first_seen), v.prediction_id or "-") for v in views]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for *padded, last in rows:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(padded, widths, strict=True)), last]))

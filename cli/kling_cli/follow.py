@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kling_pipeline.ledger import TERMINAL
+from kling_pipeline.job.record import TERMINAL
 
-from .jobs import ENDED_BADLY, QUEUED, Execution, JobReader, JobView, Json
+from .jobs import ENDED_BADLY, QUEUED, Execution, JobReader, JobRecord, Json
 
 Sleep = Callable[[float], None]
 Emit = Callable[[str], None]
@@ -25,7 +25,7 @@ class Tracked:
     """What is known about one followed job; `ended` once nothing more will change."""
 
     job_id: str
-    view: JobView | None = None
+    view: JobRecord | None = None
     execution: Execution | None = None
     label: str = ""
     ended: bool = False
@@ -39,7 +39,7 @@ class Tracked:
             return QUEUED
         if self.ended and not self.view.terminal:
             return "failed"  # the workflow stopped without a notification
-        return self.view.state
+        return self.view.status
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Follower:
     def _refresh(self, job: Tracked) -> None:
         view = self._reader.get(job.job_id)
         execution = None
-        if view is not None and view.execution_arn and view.state in ("running", *TERMINAL):
+        if view is not None and view.execution_arn and view.status in ("running", *TERMINAL):
             execution = self._reader.execution(view)
         if (
             view is not None
@@ -123,10 +123,6 @@ class Follower:
             self._show(job, LABELS[QUEUED])
             return
         if view.terminal:
-            # The workflow returns after the notification: wait for it so its output (the
-            # failure reason) is readable.
-            if execution is not None and execution.status == "RUNNING":
-                return
             job.ended = True
             self._settle(job)
             self._show(job, self.describe_end(job))
@@ -140,17 +136,17 @@ class Follower:
             }
             self._show(job, self.describe_end(job))
             return
-        label = LABELS.get(view.state, view.state)
-        if view.state == "submitted" and view.prediction_id:
+        label = LABELS.get(view.status, view.status)
+        if view.status == "submitted" and view.prediction_id:
             label = f"{label} (prediction {view.prediction_id})"
         self._show(job, label)
 
     def _settle(self, job: Tracked) -> None:
         assert job.view is not None
-        if job.view.state == "completed":
+        if job.view.status == "completed":
             job.outputs = self._reader.outputs(job.job_id, link_expires_s=self._link_expires_s)
         else:
-            job.error = self._reader.error(job.view, job.execution)
+            job.error = self._reader.error(job.view)
 
     @staticmethod
     def describe_end(job: Tracked) -> str:

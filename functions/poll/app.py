@@ -7,13 +7,15 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kling_pipeline.clients import wavespeed
+from kling_pipeline.job.workflow import WorkflowState
 from kling_pipeline.observability import logger, metrics, tracer
-from kling_pipeline.polling import check_prediction
+from kling_pipeline.poll import poll_prediction
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    logger.append_keys(job_id=event["job"]["job_id"], prediction_id=event["prediction"]["id"])
-    return check_prediction(event, wavespeed())
+    state = WorkflowState.from_dict(event)
+    logger.append_keys(job_id=state.job.job_id, prediction_id=state.prediction_id)
+    return poll_prediction(state, wavespeed()).to_dict()

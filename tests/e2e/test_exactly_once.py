@@ -12,9 +12,11 @@ from botocore.exceptions import ClientError
 from kling_local.pipeline import LocalPipeline, RunResult
 from kling_pipeline import clients, wiring
 from kling_pipeline.errors import TransientError
-from kling_pipeline.models import parse_message_body
+from kling_pipeline.job.request import parse_message_body
+from kling_pipeline.notify import Notifier
 from kling_pipeline.settings import load_settings
-from kling_pipeline.submission import SubmissionService
+from kling_pipeline.submit.admission import Admission
+from kling_pipeline.submit.aws import StepFunctionsWorkflows
 from tests.conftest import PipelineFactory, run, simulator_of
 
 if TYPE_CHECKING:
@@ -85,19 +87,21 @@ def redrive_dead_letters(pipeline: LocalPipeline) -> int:
     return moved
 
 
-def service_with(sfn: _Sfn) -> SubmissionService:
-    """The submit function's service, but with the given Step Functions client passed in."""
+def admission_with(sfn: _Sfn) -> Admission:
+    """The submit function's admission step, but with the given Step Functions client."""
     settings = load_settings()
-    return SubmissionService(
+    return Admission(
         settings,
         ledger=wiring.ledger(),
-        wavespeed=clients.wavespeed(),
-        notifier=wiring.notifier(),
-        sqs=clients.sqs(),
-        s3=clients.s3(),
-        sfn=cast("SFNClient", sfn),
-        retry_base_s=settings.retry_base_s,
+        api=clients.wavespeed(),
+        workflows=StepFunctionsWorkflows(cast("SFNClient", sfn), settings.state_machine_arn),
     )
+
+
+def notifier_with(monkeypatch: pytest.MonkeyPatch, sns: _Sns) -> None:
+    """Every function of the pipeline publishes through `sns` from now on."""
+    flaky = Notifier(cast("SNSClient", sns), load_settings().topic_arn, wiring.ledger())
+    monkeypatch.setattr(wiring, "notifier", lambda: flaky)
 
 
 # ------------------------------------------------------------------------------ duplicates
@@ -225,9 +229,9 @@ def test_stored_prediction_is_resumed_when_the_workflow_did_not_start_after_the_
     body = json.dumps({"prompt": "A lantern festival", "job_id": "lantern-1"})
     outage = ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "Start")
     sfn = _Sfn(pipeline.sfn, start_first=False, error=outage)
-    job = parse_message_body(body).with_job_id("lantern-1")
+    job = parse_message_body(body).identified("lantern-1")
     with pytest.raises(TransientError):
-        service_with(sfn).submit_job(job, {"type": "sqs", "message_id": "first-delivery"})
+        admission_with(sfn).admit(job, {"type": "sqs", "message_id": "first-delivery"})
     [task] = simulator_of(pipeline).tasks()
     assert pipeline.job_states() == {"lantern-1": "submitted"}
     assert executions_named(pipeline, "lantern-1") == []
@@ -250,9 +254,9 @@ def test_redelivery_succeeds_when_the_workflow_already_exists(pipeline: LocalPip
     # Given a submission that crashed right after starting its workflow, before recording it
     body = json.dumps({"prompt": "A comet over the alps", "job_id": "comet-1"})
     sfn = _Sfn(pipeline.sfn, start_first=True, error=RuntimeError("container died"))
-    job = parse_message_body(body).with_job_id("comet-1")
+    job = parse_message_body(body).identified("comet-1")
     with pytest.raises(RuntimeError):
-        service_with(sfn).submit_job(job, {"type": "sqs", "message_id": "first-delivery"})
+        admission_with(sfn).admit(job, {"type": "sqs", "message_id": "first-delivery"})
     [execution] = executions_named(pipeline, "comet-1")
 
     # When the message is delivered again (Step Functions answers ExecutionAlreadyExists)
@@ -341,8 +345,7 @@ def test_completed_notification_arrives_once_when_the_first_publish_is_throttled
     pipeline: LocalPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given SNS throttles the first publish
-    notifier = wiring.notifier()
-    monkeypatch.setattr(notifier, "_sns", _Sns(clients.sns(), failures=1))
+    notifier_with(monkeypatch, _Sns(clients.sns(), failures=1))
     pipeline.send_prompt("A throttled announcement", job_id="throttled-1")
 
     # When the pipeline runs
@@ -357,8 +360,7 @@ def test_failed_notification_arrives_when_publishing_completed_keeps_failing(
     pipeline: LocalPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given SNS refuses every publish the store step makes (1 attempt + 3 retries)
-    notifier = wiring.notifier()
-    monkeypatch.setattr(notifier, "_sns", _Sns(clients.sns(), failures=4))
+    notifier_with(monkeypatch, _Sns(clients.sns(), failures=4))
     pipeline.send_prompt("A silenced announcement", job_id="silenced-1")
 
     # When the pipeline runs

@@ -13,6 +13,7 @@ import pytest
 from kling_local.pipeline import LocalPipeline
 from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline import clients, wiring
+from kling_pipeline.errors import TransientError
 from tests.conftest import load_event
 
 SCHEMA = "kling-pipeline.notification/v1"
@@ -199,7 +200,9 @@ def test_poll_reports_waiting_then_completed_when_checking_a_real_prediction(
     # Then it reports completed with the simulator's output URL
     assert completed["status"] == "completed"
     assert completed["polls"] == 2
-    assert completed["outputs"] == [f"{simulator_of(pipeline).base_url}/outputs/{task_id}/0.mp4"]
+    assert completed["outputs"] == [
+        f"{simulator_of(pipeline).base_url}/predictions/{task_id}/1.mp4"
+    ]
     assert completed["has_nsfw_contents"] == [False]
 
 
@@ -239,6 +242,7 @@ def test_finalize_stores_video_and_sidecar_and_publishes_when_the_action_is_stor
 
     # Then the video is in the videos bucket byte for byte
     key = f"videos/{job_id}/output-1.mp4"
+    assert answer["status"] == "stored"
     assert answer["outputs"] == [f"s3://{pipeline.videos_bucket}/{key}"]
     data = pipeline.read_object(key)
     digest = hashlib.sha256(data).hexdigest()
@@ -295,28 +299,77 @@ def test_finalize_publishes_one_contract_notification_when_the_action_is_fail(
     assert attributes["job_id"] == {"Type": "String", "Value": "demo-job-0001"}
 
 
-def test_finalize_reports_the_caught_error_code_when_a_task_error_was_caught(
+def test_finalize_reports_the_store_error_when_an_output_could_not_be_stored(
     pipeline: LocalPipeline,
 ) -> None:
-    # Given the failure event as the Catch of "Store video and notify" shapes it
+    # Given the failure event after "Store video and notify" returned a failed delivery
     event = load_event("finalize-failure.json")
     event["poll"] = {"status": "completed", "polls": 3}
-    event["error"] = {
-        "Error": "PermanentError",
-        "Cause": json.dumps(
-            {"errorType": "PermanentError", "errorMessage": "[not_mp4] output is not an MP4"}
-        ),
+    event["delivery"] = {
+        "status": "failed",
+        "outputs": [],
+        "bytes": 0,
+        "error": {"code": "not_mp4", "message": "output is not an MP4"},
     }
     subscriber = subscribe_envelopes(pipeline)
 
     # When the finalize function handles it
     invoke(pipeline, "FinalizeFunction", event)
 
-    # Then the notification carries the pipeline's error code, not the exception class
+    # Then the notification carries the store step's error code
     [envelope] = envelopes(pipeline, subscriber)
     note = json.loads(envelope["Message"])
     assert note["status"] == "failed"
     assert note["error"] == {"code": "not_mp4", "message": "output is not an MP4"}
+
+
+@pytest.mark.parametrize(
+    ("caught", "code", "words"),
+    [
+        (
+            {
+                "Error": "TransientError",
+                "Cause": json.dumps(
+                    {
+                        "errorType": "TransientError",
+                        "errorMessage": str(
+                            TransientError("SNS refused the publish", code="notify_failed")
+                        ),
+                    }
+                ),
+            },
+            "notify_failed",
+            "SNS refused the publish",
+        ),
+        ({"Error": "States.Timeout", "Cause": ""}, "task_timeout", "timed out"),
+        (
+            {
+                "Error": "KeyError",
+                "Cause": json.dumps({"errorType": "KeyError", "errorMessage": "'outputs'"}),
+            },
+            "task_failed",
+            "KeyError: 'outputs'",
+        ),
+    ],
+)
+def test_finalize_reports_a_code_for_the_caught_error_when_a_task_crashed_or_gave_up(
+    pipeline: LocalPipeline, caught: dict[str, Any], code: str, words: str
+) -> None:
+    # Given the failure event as a Catch shapes it: retries exhausted, a timeout, a crash
+    event = load_event("finalize-failure.json")
+    event["poll"] = {"status": "completed", "polls": 3}
+    event["error"] = caught
+    subscriber = subscribe_envelopes(pipeline)
+
+    # When the finalize function handles it
+    invoke(pipeline, "FinalizeFunction", event)
+
+    # Then the notification names the error's own code, or a generic one for a crash
+    [envelope] = envelopes(pipeline, subscriber)
+    note = json.loads(envelope["Message"])
+    assert note["status"] == "failed"
+    assert note["error"]["code"] == code
+    assert words in note["error"]["message"]
 
 
 def test_finalize_asks_for_a_retry_when_another_attempt_holds_the_notification(
@@ -333,7 +386,7 @@ def test_finalize_asks_for_a_retry_when_another_attempt_holds_the_notification(
     # Then it fails with the error the state machine retries, and publishes nothing
     assert errored
     assert json.loads(payload)["errorType"] == "TransientError"
-    assert "notify_in_progress" in json.loads(payload)["errorMessage"]
+    assert json.loads(json.loads(payload)["errorMessage"])["code"] == "notify_in_progress"
     assert envelopes(pipeline, subscriber) == []
 
 

@@ -248,7 +248,7 @@ def test_status_progresses_created_processing_completed_when_polled(
 
     # Then the statuses come in order and the finished task lists its MP4 output
     assert seen == ["created", "processing", "completed"]
-    assert last["outputs"] == [f"{sim.base_url}/outputs/{task_id}/0.mp4"]
+    assert last["outputs"] == [f"{sim.base_url}/predictions/{task_id}/1.mp4"]
     assert last["has_nsfw_contents"] == [False]
     assert last["executionTime"] == 450
     assert sim.tasks()[0]["status"] == "completed"
@@ -269,7 +269,7 @@ def test_sdk_run_completes_and_output_matches_sha_when_downloaded(
 
     # Then the bytes are an MP4 whose digest the simulator predicted
     (task,) = sim.tasks()
-    assert url == f"{sim.base_url}/outputs/{task['id']}/0.mp4"
+    assert url == f"{sim.base_url}/predictions/{task['id']}/1.mp4"
     assert content_type == "video/mp4"
     assert looks_like_mp4(data[:32])
     assert [kind for kind, _ in parse_boxes(data)] == ["ftyp", "moov", "mdat"]
@@ -341,7 +341,7 @@ def test_two_outputs_marker_serves_two_videos_when_completed(sim: WaveSpeedSimul
     bodies = [download(url)[2] for url in data["outputs"]]
 
     # Then both are distinct MP4s with the digests the simulator reports
-    assert [url.rsplit("/", 1)[1] for url in data["outputs"]] == ["0.mp4", "1.mp4"]
+    assert [url.rsplit("/", 1)[1] for url in data["outputs"]] == ["1.mp4", "2.mp4"]
     assert data["has_nsfw_contents"] == [False, False]
     for n, body in enumerate(bodies):
         assert looks_like_mp4(body[:32])
@@ -406,7 +406,7 @@ def test_range_request_returns_416_when_past_end(sim: WaveSpeedSimulator) -> Non
 def test_download_returns_404_when_task_not_completed(sim: WaveSpeedSimulator) -> None:
     # Given a task still generating / When fetching its output URL early / Then 404
     _, envelope = submit(sim, "not yet")
-    status, _, _ = download(f"{sim.base_url}/outputs/{envelope['data']['id']}/0.mp4")
+    status, _, _ = download(f"{sim.base_url}/predictions/{envelope['data']['id']}/1.mp4")
     assert status == 404
     assert sim.stats()["downloads_started"] == 0
 
@@ -584,19 +584,22 @@ def test_submit_429_rate_rejects_without_creating_tasks(make_sim: SimFactory) ->
     assert sim.tasks() == []
 
 
-def test_max_concurrency_rejects_submit_when_cap_reached(make_sim: SimFactory) -> None:
-    # Given a tier cap of one running task
+def test_max_concurrency_queues_task_when_cap_reached(make_sim: SimFactory) -> None:
+    # Given a cap of one processing task (WaveSpeed queues the rest: "it will wait")
     sim = make_sim(max_concurrency=1)
-    first_status, first = submit(sim, "first")
+    _, first = submit(sim, "first")
 
-    # When submitting while it runs, and again after it finished
+    # When a second task is submitted while the first runs
     busy_status, busy = submit(sim, "second")
-    wait_terminal(sim, first["data"]["id"])
-    later_status, _ = submit(sim, "third")
+    first_done = wait_terminal(sim, first["data"]["id"])
+    second_when_first_done = result(sim, busy["data"]["id"])[1]["data"]["status"]
+    second_done = wait_terminal(sim, busy["data"]["id"])
 
-    # Then only the in-flight submit is refused with 429
-    assert (first_status, busy_status, later_status) == (200, 429, 200)
-    assert busy["code"] == 429
+    # Then it is accepted (and paid), waits in "created" until the slot frees, then completes
+    assert busy_status == 200 and busy["data"]["status"] == "created"
+    assert first_done["status"] == "completed"
+    assert second_when_first_done in {"created", "processing"}
+    assert second_done["status"] == "completed"
     assert sim.stats()["tasks_created"] == 2
 
 
@@ -621,7 +624,7 @@ def test_fault_rates_apply_per_task_when_set_to_one(make_sim: SimFactory) -> Non
 
     # When polling and downloading
     poll_status, _ = result(sim, task_id)
-    url = f"{sim.base_url}/outputs/{task_id}/0.mp4"
+    url = f"{sim.base_url}/predictions/{task_id}/1.mp4"
     first, second = download(url)[0], download(url)[0]
 
     # Then the poll failed with a 5xx and the first download was cut

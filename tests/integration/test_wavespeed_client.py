@@ -6,6 +6,7 @@ import json
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -14,7 +15,9 @@ import pytest
 
 from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline.errors import PermanentError, SubmitOutcomeUnknown, TransientError
-from kling_pipeline.models import JobRequest, api_payload
+from kling_pipeline.job.request import JobRequest
+from kling_pipeline.job.workflow import WorkflowState
+from kling_pipeline.poll import poll_prediction
 from kling_pipeline.wavespeed import RetryPolicy, ThrottledSubmit, WaveSpeedClient
 from tests.conftest import SimFactory
 
@@ -131,7 +134,7 @@ def test_submit_returns_prediction_id_when_accepted(sim: WaveSpeedSimulator) -> 
     client = Client(sim.base_url)
 
     # When submitting it
-    prediction_id = client.api.submit_generation(api_payload(job))
+    prediction_id = client.api.submit_generation(job.identified("heron-1").api_payload())
 
     # Then exactly one task exists, with that id and the job's parameters
     (task,) = sim.tasks()
@@ -297,13 +300,13 @@ def test_submit_honours_retry_after_when_rate_limited(
 # ------------------------------------------------------------------------------ status reads
 
 
-def test_check_prediction_reads_status_when_task_exists(sim: WaveSpeedSimulator) -> None:
+def test_read_prediction_reads_status_when_task_exists(sim: WaveSpeedSimulator) -> None:
     # Given a submitted task
     client = Client(sim.base_url)
     prediction_id = client.api.submit_generation({"prompt": "a fox"})
 
     # When reading its status
-    prediction = client.api.check_prediction(prediction_id)
+    prediction = client.api.read_prediction(prediction_id)
 
     # Then it is the same prediction, in progress, read with one GET
     assert prediction.id == prediction_id
@@ -312,13 +315,13 @@ def test_check_prediction_reads_status_when_task_exists(sim: WaveSpeedSimulator)
     assert sim.stats()["result_requests"] == 1
 
 
-def test_check_prediction_recovers_when_one_poll_fails(sim: WaveSpeedSimulator) -> None:
+def test_read_prediction_recovers_when_one_poll_fails(sim: WaveSpeedSimulator) -> None:
     # Given a task whose first status read answers 500
     client = Client(sim.base_url)
     prediction_id = client.api.submit_generation({"prompt": "flaky [sim:poll-500-once]"})
 
     # When reading its status
-    prediction = client.api.check_prediction(prediction_id)
+    prediction = client.api.read_prediction(prediction_id)
 
     # Then the GET was retried once after a backoff and the status came back
     assert prediction.id == prediction_id
@@ -327,7 +330,7 @@ def test_check_prediction_recovers_when_one_poll_fails(sim: WaveSpeedSimulator) 
     assert sim.stats()["submit_requests"] == 1
 
 
-def test_check_prediction_raises_transient_when_5xx_persists(make_sim: SimFactory) -> None:
+def test_read_prediction_raises_transient_when_5xx_persists(make_sim: SimFactory) -> None:
     # Given an API whose status reads always fail with a 5xx
     sim = make_sim(poll_5xx_rate=1.0)
     client = Client(sim.base_url)
@@ -335,7 +338,7 @@ def test_check_prediction_raises_transient_when_5xx_persists(make_sim: SimFactor
 
     # When reading the status
     with pytest.raises(TransientError) as caught:
-        client.api.check_prediction(prediction_id)
+        client.api.read_prediction(prediction_id)
 
     # Then it gave up after `attempts` GETs, with a backoff between each
     assert caught.value.code in {"http_500", "http_502", "http_503"}
@@ -344,13 +347,13 @@ def test_check_prediction_raises_transient_when_5xx_persists(make_sim: SimFactor
     assert all(0 <= s <= min(8.0, 0.5 * 2**n) for n, s in enumerate(client.sleeps))
 
 
-def test_check_prediction_raises_permanent_when_prediction_unknown(
+def test_read_prediction_raises_permanent_when_prediction_unknown(
     sim: WaveSpeedSimulator,
 ) -> None:
     # Given / When reading a prediction that does not exist
     client = Client(sim.base_url)
     with pytest.raises(PermanentError) as caught:
-        client.api.check_prediction("doesnotexist")
+        client.api.read_prediction("doesnotexist")
 
     # Then it is permanent and not retried
     assert caught.value.code == "api_rejected"
@@ -358,15 +361,15 @@ def test_check_prediction_raises_permanent_when_prediction_unknown(
     assert client.sleeps == []
 
 
-def test_check_prediction_raises_permanent_when_key_wrong(sim: WaveSpeedSimulator) -> None:
+def test_read_prediction_raises_permanent_when_key_wrong(sim: WaveSpeedSimulator) -> None:
     # Given / When reading a status with a wrong key / Then permanent, not retried
     with pytest.raises(PermanentError) as caught:
-        Client(sim.base_url, key="wrong").api.check_prediction("abc")
+        Client(sim.base_url, key="wrong").api.read_prediction("abc")
     assert "401" in caught.value.message
     assert sim.stats()["unauthorized"] == 1
 
 
-def test_check_prediction_raises_transient_when_api_unreachable() -> None:
+def test_read_prediction_raises_transient_when_api_unreachable() -> None:
     # Given a port nothing listens on
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -375,12 +378,12 @@ def test_check_prediction_raises_transient_when_api_unreachable() -> None:
 
     # When reading a status / Then it retries, then raises a transient error
     with pytest.raises(TransientError) as caught:
-        client.api.check_prediction("abc")
+        client.api.read_prediction("abc")
     assert caught.value.code == "api_unreachable"
     assert len(client.sleeps) == ATTEMPTS - 1
 
 
-def test_check_prediction_honours_retry_after_when_rate_limited(
+def test_read_prediction_honours_retry_after_when_rate_limited(
     scripted: Callable[[list[Reply]], _ScriptedServer],
 ) -> None:
     # Given an API answering the status read with 429 + Retry-After 2, then with the status
@@ -388,7 +391,7 @@ def test_check_prediction_honours_retry_after_when_rate_limited(
     client = Client(base_of(server))
 
     # When reading the status
-    prediction = client.api.check_prediction("pred-9")
+    prediction = client.api.read_prediction("pred-9")
 
     # Then it slept exactly what the API asked before the second GET
     assert prediction.status == "created"
@@ -396,7 +399,7 @@ def test_check_prediction_honours_retry_after_when_rate_limited(
     assert [method for method, _ in server.requests] == ["GET", "GET"]
 
 
-def test_check_prediction_backs_off_with_jitter_when_retry_after_absent(
+def test_read_prediction_backs_off_with_jitter_when_retry_after_absent(
     scripted: Callable[[list[Reply]], _ScriptedServer],
 ) -> None:
     # Given an API answering 429 without Retry-After twice, then the status
@@ -404,7 +407,7 @@ def test_check_prediction_backs_off_with_jitter_when_retry_after_absent(
     client = Client(base_of(server))
 
     # When reading the status
-    client.api.check_prediction("pred-3")
+    client.api.read_prediction("pred-3")
 
     # Then the waits are full-jitter exponential: within [0, base * 2**attempt]
     assert len(client.sleeps) == 2
@@ -435,3 +438,61 @@ def test_enhance_prompt_raises_when_optimizer_fails(sim: WaveSpeedSimulator) -> 
     assert caught.value.code == "http_500"
     assert "prompt optimizer" in caught.value.message
     assert submit_counts(sim) == (0, 0)
+
+
+# ------------------------------------------------------------------------------ poll step
+
+
+def poll_state(prediction_id: str, *, deadline_in_s: float, polls: int = 0) -> WorkflowState:
+    now = time.time()
+    return WorkflowState.from_dict(
+        {
+            "job": {"job_id": "job-1", "input": {"prompt": "p"}, "source": {"type": "sqs"}},
+            "prediction": {"id": prediction_id, "submitted_at": now},
+            "schedule": {"interval_s": 15, "min_interval_s": 5, "deadline_at": now + deadline_in_s},
+            "poll": {"status": "waiting", "wait_seconds": 1, "polls": polls},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("marker", "code", "words"),
+    [
+        ("[sim:fail]", "generation_failed", "Simulated generation failure"),
+        ("[sim:cancel]", "generation_cancelled", "cancelled"),
+        ("[sim:timeout]", "generation_timeout", "timed out"),
+    ],
+)
+def test_poll_step_reports_the_api_failure_when_the_simulator_ends_a_task_badly(
+    make_sim: SimFactory, marker: str, code: str, words: str
+) -> None:
+    # Given a task the API ends as failed, cancelled or timed out
+    sim = make_sim(generation_seconds=0.0, processing_after_seconds=0.0)
+    client = Client(sim.base_url)
+    prediction_id = client.api.submit_generation({"prompt": f"doomed {marker}"})
+
+    # When the poll step reads and judges it
+    poll = poll_prediction(poll_state(prediction_id, deadline_in_s=3600), client.api)
+
+    # Then one status read was made and the job fails with the API's status and message
+    assert sim.stats()["result_requests"] == 1
+    assert poll.status == "failed" and poll.error is not None
+    assert poll.error.code == code
+    assert words in poll.error.message
+
+
+def test_poll_step_waits_with_the_read_status_when_the_task_is_still_running(
+    make_sim: SimFactory,
+) -> None:
+    # Given a task that takes an hour
+    sim = make_sim(generation_seconds=3600, processing_after_seconds=0.0)
+    client = Client(sim.base_url)
+    prediction_id = client.api.submit_generation({"prompt": "a slow sunrise"})
+
+    # When the poll step checks it for the third time
+    poll = poll_prediction(poll_state(prediction_id, deadline_in_s=3600, polls=2), client.api)
+
+    # Then it waits the schedule's interval, having read the simulator's status once
+    assert (poll.status, poll.polls, poll.last_status) == ("waiting", 3, "processing")
+    assert poll.wait_seconds == 15
+    assert sim.stats()["result_requests"] == 1

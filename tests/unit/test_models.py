@@ -1,24 +1,22 @@
-"""Unit tests: job message validation (CONTRACT §3), prompt files (§4) and job id derivation."""
+"""Unit tests: job message validation, prompt files and job id derivation."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from kling_pipeline.errors import PermanentError, ValidationError
-from kling_pipeline.models import (
-    JOB_FIELDS,
+from kling_pipeline.job.prompt_file import (
     FileEntry,
-    JobRequest,
     PromptFileRejected,
     file_job_id,
-    message_job_id,
-    parse_job_object,
-    parse_message_body,
     parse_prompt_file,
 )
+from kling_pipeline.job.request import JOB_FIELDS, JobRequest, parse_job_object, parse_message_body
+from kling_pipeline.submit.intake import Admit, ReceivedMessage, take_in
 
 MAX_BYTES = 64 * 1024
 MAX_JOBS = 5
@@ -186,7 +184,13 @@ def test_job_rejected_naming_field_and_rule_when_breaking_contract(
     assert error.field == field
     assert rule_words in error.rule
     assert error.message.startswith(f"{field}: ")
-    assert str(error) == f"[invalid_job] {field}: {error.rule}"
+    assert error.detail().to_json() == {
+        "code": "invalid_job",
+        "message": f"{field}: {error.rule}",
+        "field": field,
+    }
+    # ... and renders as the JSON the workflow's failure step decodes
+    assert json.loads(str(error)) == {"code": "invalid_job", "message": error.message}
 
 
 def test_metadata_accepted_when_exactly_at_size_limit() -> None:
@@ -407,14 +411,21 @@ def test_empty_txt_file_is_one_rejected_job_when_uploaded() -> None:
 # ------------------------------------------------------------------------------ job ids
 
 
+def message_job_id(body: str, message_id: str) -> str:
+    """The job id intake gives a valid message received under `message_id`."""
+    intake = take_in(ReceivedMessage(message_id=message_id, body=body))
+    assert isinstance(intake, Admit), intake
+    return intake.job.job_id
+
+
 def test_message_job_id_stable_when_same_message_redelivered() -> None:
     # Given one job without an id, delivered twice with the same SQS message id
-    job = parse_message_body("a fox")
+    body = "a fox"
 
     # When deriving its id each time
-    first = message_job_id(job, "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
-    again = message_job_id(job, "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
-    other = message_job_id(job, "0f1e2d3c-aaaa-bbbb-cccc-000000000002")
+    first = message_job_id(body, "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
+    again = message_job_id(body, "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
+    other = message_job_id(body, "0f1e2d3c-aaaa-bbbb-cccc-000000000002")
 
     # Then a redelivery maps to the same job, a new message to another, both valid job ids
     assert first == again
@@ -425,10 +436,10 @@ def test_message_job_id_stable_when_same_message_redelivered() -> None:
 
 def test_message_job_id_is_the_given_one_when_body_names_it() -> None:
     # Given a job carrying its own id
-    job = parse_message_body(job_body(job_id="order-7"))
+    body = job_body(job_id="order-7")
 
     # When delivered under two message ids / Then the caller's id wins both times
-    assert message_job_id(job, "m-1") == message_job_id(job, "m-2") == "order-7"
+    assert message_job_id(body, "m-1") == message_job_id(body, "m-2") == "order-7"
 
 
 def test_file_job_id_stable_when_same_upload_reported_twice() -> None:
@@ -453,10 +464,11 @@ def test_to_message_round_trips_when_job_fanned_out() -> None:
     # Given a validated job with an id (as a prompt file fans it out to the queue)
     job = parse_message_body(
         job_body(negative_prompt="fog", guidance_scale=0.3, metadata={"k": 1})
-    ).with_job_id("file-abc-1")
+    ).identified("file-abc-1")
 
     # When serialising it and parsing it back
     again = parse_message_body(json.dumps(job.to_message()))
 
-    # Then nothing is lost
-    assert again == job
+    # Then nothing is lost, and the id travels with it
+    assert again == replace(job.request, job_id="file-abc-1")
+    assert again.identified("another-id").job_id == job.job_id

@@ -1,4 +1,4 @@
-"""Publishes each job's single terminal notification (CONTRACT §5) to SNS."""
+"""Publishes each job's single terminal notification to SNS, with its filter attributes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import TransientError
-from .ledger import JobLedger
-from .models import Notification
+from .job.ledger import JobLedger
+from .job.notification import Notification
 from .observability import logger, metrics
 
 if TYPE_CHECKING:
@@ -33,7 +33,9 @@ class Notifier:
 
     def publish_outcome(self, notification: Notification) -> bool:
         """Publishes unless the job already has a terminal notification; True when published."""
-        if not self._ledger.claim_terminal(notification.job_id, notification.status):
+        if not self._ledger.claim_terminal(
+            notification.job_id, notification.status, notification.error
+        ):
             record = self._ledger.get(notification.job_id)
             if record is not None and not record.notified:
                 # Another attempt holds the claim and may be publishing right now: retry later
@@ -65,7 +67,7 @@ class Notifier:
                 f"could not publish the {notification.status} notification: {exc}",
                 code="notify_failed",
             ) from None
-        self._ledger.mark_notified(notification.job_id, notification.status)
+        self._ledger.mark_notified(notification.job_id)
         metrics.add_metric(name=METRIC_BY_STATUS[notification.status], unit="Count", value=1)
         logger.info(
             "notification published",

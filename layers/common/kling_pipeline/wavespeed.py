@@ -210,7 +210,7 @@ class WaveSpeedClient:
         assert last is not None
         raise last
 
-    def check_prediction(self, prediction_id: str) -> Prediction:
+    def read_prediction(self, prediction_id: str) -> Prediction:
         """Reads a prediction's status; transient failures retry, then raise TransientError."""
         data = self._get(f"{self._base}/api/v3/predictions/{prediction_id}/result", "status")
         outputs = [str(url) for url in data.get("outputs") or [] if isinstance(url, str)]
@@ -223,6 +223,10 @@ class WaveSpeedClient:
             error=str(data.get("error") or ""),
             execution_time_ms=float(data.get("executionTime") or 0),
         )
+
+    def check_prediction(self, prediction_id: str) -> Prediction:
+        """The old name of `read_prediction`, kept while bench/schedule.py overrides it."""
+        return self.read_prediction(prediction_id)
 
     def enhance_prompt(self, text: str, style: str = "default") -> str:
         """Runs WaveSpeed's prompt optimizer in sync mode and returns the improved prompt."""

@@ -6,13 +6,13 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from . import clients
-from .ledger import JobLedger
+from .job.ledger import JobLedger
 from .notify import Notifier
 from .settings import load_settings
 
 if TYPE_CHECKING:
-    from .delivery import DeliveryService
-    from .submission import SubmissionService
+    from .finalize.store import Finalizer
+    from .submit.service import SubmitService
 
 # Each function imports only its own service's modules (cold start): submit never loads the
 # download code, finalize never loads the submission code.
@@ -30,25 +30,37 @@ def notifier() -> Notifier:
 
 
 @cache
-def submission_service() -> SubmissionService:
-    from .submission import SubmissionService
+def submit_service() -> SubmitService:
+    from .submit.admission import Admission
+    from .submit.aws import S3PromptFiles, SqsQueue, StepFunctionsWorkflows
+    from .submit.refusal import Refuser
+    from .submit.service import SubmitService
 
     settings = load_settings()
-    return SubmissionService(
+    queue = SqsQueue(
+        clients.sqs(),
+        job_queue_url=settings.job_queue_url,
+        dead_letter_queue_url=settings.dead_letter_queue_url,
+    )
+    admission = Admission(
         settings,
         ledger=ledger(),
-        wavespeed=clients.wavespeed(),
-        notifier=notifier(),
-        sqs=clients.sqs(),
-        s3=clients.s3(),
-        sfn=clients.stepfunctions(),
-        retry_base_s=settings.retry_base_s,
+        api=clients.wavespeed(),
+        workflows=StepFunctionsWorkflows(clients.stepfunctions(), settings.state_machine_arn),
+    )
+    return SubmitService(
+        settings,
+        admission=admission,
+        refuser=Refuser(ledger=ledger(), notifier=notifier(), queue=queue),
+        ledger=ledger(),
+        queue=queue,
+        prompt_files=S3PromptFiles(clients.s3(), settings.max_prompt_file_bytes),
     )
 
 
 @cache
-def delivery_service() -> DeliveryService:
-    from .delivery import DeliveryService
+def finalizer() -> Finalizer:
+    from .finalize.store import Finalizer
     from .storage import DownloadPolicy, VideoCopier
 
     settings = load_settings()
@@ -65,11 +77,11 @@ def delivery_service() -> DeliveryService:
         concurrency=settings.copy_concurrency,
         attempts=settings.copy_attempts,
     )
-    return DeliveryService(settings, s3=clients.s3(), copier=copier, notifier=notifier())
+    return Finalizer(settings, s3=clients.s3(), copier=copier, notifier=notifier())
 
 
 def reset() -> None:
     """Drops every cached service, client and the settings."""
-    for factory in (ledger, notifier, submission_service, delivery_service):
+    for factory in (ledger, notifier, submit_service, finalizer):
         factory.cache_clear()
     clients.reset()

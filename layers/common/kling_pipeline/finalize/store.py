@@ -1,0 +1,157 @@
+"""The finalize step: store a finished job's videos with a job.json sidecar, notify the outcome."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from ..errors import ErrorDetail, PermanentError
+from ..job.notification import job_cost, workflow_notification
+from ..job.record import Outcome
+from ..job.workflow import FAILED, STORED, Delivery, WorkflowState
+from ..notify import Notifier
+from ..observability import logger, metrics
+from ..settings import Settings
+from ..storage import StoredObject, VideoCopier
+from ..types import Json
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class Finalizer:
+    """Copies outputs into the videos bucket and publishes the job's one terminal outcome."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        s3: S3Client,
+        copier: VideoCopier,
+        notifier: Notifier,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._s3 = s3
+        self._copier = copier
+        self._notifier = notifier
+        self._clock = clock
+
+    def store_video(self, state: WorkflowState) -> Delivery:
+        """Copies every output (quarantining flagged ones), writes job.json, notifies success.
+
+        An output that can never be stored (refused, not an MP4, too big) is returned as a
+        `failed` delivery for the failure step; only transient trouble raises.
+        """
+        started = self._clock()
+        outputs: list[Json] = []
+        for index, url in enumerate(state.poll.outputs, start=1):
+            try:
+                outputs.append(self._store_output(state, index, url))
+            except PermanentError as exc:
+                error = exc.detail()
+                if outputs:
+                    # Earlier outputs are verified and paid for: keep them, say where they are.
+                    kept = ", ".join(o["uri"] for o in outputs)
+                    error = ErrorDetail(
+                        exc.code, f"output {index} failed ({exc.message}); already stored: {kept}"
+                    )
+                logger.warning("output not stored", extra={"code": exc.code, "output": index})
+                return Delivery(status=FAILED, error=error)
+        total = sum(int(o["size"]) for o in outputs)
+        cost = job_cost(
+            state.job.duration, paid=True, polls=state.poll.polls or 1, stored_bytes=total
+        )
+        generation_s = float(state.poll.execution_time_ms or 0) / 1000
+        if generation_s:
+            metrics.add_metric(name="GenerationSeconds", unit="Seconds", value=generation_s)
+        sidecar_key = self._write_sidecar(state, outputs, cost, generation_s, started)
+        extra: Json = {"sidecar": {"bucket": self._settings.videos_bucket, "key": sidecar_key}}
+        if any(o["nsfw"] for o in outputs):
+            extra["has_nsfw_contents"] = True
+        self._notifier.publish_outcome(
+            workflow_notification(
+                state, Outcome.COMPLETED.value, cost=cost, outputs=outputs, extra=extra
+            )
+        )
+        logger.info("video stored", extra={"job_id": state.job.job_id, "outputs": len(outputs)})
+        return Delivery(status=STORED, outputs=tuple(o["uri"] for o in outputs), bytes=total)
+
+    def notify_failure(self, state: WorkflowState) -> Json:
+        """The failure notification: the API failed the job, an output could not be stored, or
+        a Task crashed (caught by the workflow)."""
+        error = state.failure()
+        cost = job_cost(state.job.duration, paid=bool(state.prediction_id), polls=state.poll.polls)
+        published = self._notifier.publish_outcome(
+            workflow_notification(state, Outcome.FAILED.value, cost=cost, error=error)
+        )
+        return {"notified": published, "error": error.to_json()}
+
+    def _store_output(self, state: WorkflowState, index: int, url: str) -> Json:
+        settings = self._settings
+        job_id = state.job.job_id
+        flags = state.poll.has_nsfw_contents
+        nsfw = index <= len(flags) and flags[index - 1]
+        prefix = settings.quarantine_prefix if nsfw else settings.videos_prefix
+        key = f"{prefix}{job_id}/output-{index}.mp4"
+        tagging = f"job_id={quote(job_id)}&prediction_id={quote(state.prediction_id)}"
+        if nsfw:
+            tagging += "&nsfw=true"
+        stored: StoredObject = self._copier.copy(url, settings.videos_bucket, key, tagging=tagging)
+        metrics.add_metric(name="BytesCopied", unit="Bytes", value=stored.size)
+        output: Json = {
+            "bucket": settings.videos_bucket,
+            "key": key,
+            "uri": f"s3://{settings.videos_bucket}/{key}",
+            "size": stored.size,
+            "sha256": stored.sha256,
+            "content_type": "video/mp4",
+            "nsfw": nsfw,
+        }
+        if not nsfw:
+            output["url"] = self._s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": settings.videos_bucket, "Key": key},
+                ExpiresIn=settings.presign_expiry_s,
+            )
+            output["url_expires_in_s"] = settings.presign_expiry_s
+        return output
+
+    def _write_sidecar(
+        self,
+        state: WorkflowState,
+        outputs: list[Json],
+        cost: Json,
+        generation_s: float,
+        started: float,
+    ) -> str:
+        job = state.job
+        sidecar = {
+            "job_id": job.job_id,
+            "request_id": state.prediction_id,
+            "input": job.input,
+            "prompt_enhancement": job.prompt_enhancement,
+            "source": job.source,
+            "metadata": job.metadata,
+            "timings": {
+                "submitted_at": job.submitted_at,
+                "stored_at": datetime.now(UTC).isoformat(),
+                "generation_s": generation_s,
+                "copy_s": round(self._clock() - started, 3),
+                "polls": state.poll.polls,
+            },
+            "outputs": [{k: v for k, v in o.items() if k != "url"} for o in outputs],
+            "cost": cost,
+        }
+        key = f"{self._settings.videos_prefix}{job.job_id}/job.json"
+        self._s3.put_object(
+            Bucket=self._settings.videos_bucket,
+            Key=key,
+            Body=json.dumps(sidecar, indent=2).encode(),
+            ContentType="application/json",
+        )
+        return key

@@ -1,0 +1,1 @@
+"""The submit function: intake (pure), admission (one paid POST), refusal (notify, park)."""
