@@ -100,6 +100,16 @@ def test_layer_ships_no_aws_sdk_when_built(built_layer: Path) -> None:
     assert not entries & set(SDK_MODULES)
 
 
+def test_layer_bytecode_is_only_for_the_runtime_python_when_built(built_layer: Path) -> None:
+    # Given the compiled files in the built layer
+    compiled = [path.name for path in built_layer.rglob("*.pyc")]
+
+    # Then each is for CPython 3.13, the functions' runtime (others would only be dead weight)
+    assert all(".cpython-313." in name for name in compiled), sorted(
+        name for name in compiled if ".cpython-313." not in name
+    )[:5]
+
+
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_handler_imports_with_tracing_when_layer_meets_runtime_sdk(
     built_layer: Path, function: str, tmp_path: Path
@@ -136,9 +146,10 @@ def test_handler_imports_with_tracing_when_layer_meets_runtime_sdk(
         "POWERTOOLS_SERVICE_NAME": "check",
     }
 
-    # When the handler module is imported in a fresh interpreter without site-packages
+    # When the handler module is imported in a fresh interpreter without site-packages (-B:
+    # no bytecode of this interpreter's version may land in the layer that gets deployed)
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", probe],
+        [sys.executable, "-I", "-S", "-B", "-c", probe],
         capture_output=True,
         text=True,
         env=env,
