@@ -14,7 +14,7 @@ SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 export PYTHONPATH := $(CURDIR)/layers/common:$(CURDIR)/local:$(CURDIR)/cli:$(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help demo test test-fast lint build bench soak clean chromium
+.PHONY: help demo test test-fast lint build check-build bench soak clean chromium
 
 help:
 	@echo "make demo   - run one prompt through the whole pipeline locally (moto + simulator)"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-fast - the unit tier only (business rules against in-memory fakes)"
 	@echo "make lint   - ruff, mypy, sam validate --lint, cfn-lint, asl-validator, checkov"
 	@echo "make build  - sam build"
+	@echo "make check-build - the built layer: <= 5 MB zipped, no boto3/botocore, handlers import"
 	@echo "make bench  - benchmarks (BENCH lines, bench-results.json)"
 	@echo "make soak   - 500 jobs through injected faults"
 	@echo "make chromium - install Debian's chromium (headless browser for tests/browser)"
@@ -30,7 +31,8 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
-	$(BIN)/pip install -q --no-deps -e .
+	# The package itself with the extra kling_local needs (moto, PyYAML), pins already met above.
+	$(BIN)/pip install -q -e '.[local]'
 	touch $@
 
 $(SAM_STAMP): requirements-sam.txt
@@ -81,6 +83,10 @@ build: $(SAM_STAMP)
 	  export PYENV_VERSION="$$(pyenv version-name):$$v313"; \
 	fi; \
 	$(SAM_VENV)/bin/sam build --template template.yaml
+
+# What `make build` produced, checked as CI needs it: fails (not skips) when nothing was built.
+check-build: $(STAMP)
+	REQUIRE_LAYER_BUILD=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_template_layer.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

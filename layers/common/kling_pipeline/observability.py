@@ -9,12 +9,14 @@ from aws_lambda_powertools import Logger, Metrics
 
 from .settings import load_settings
 
-SERVICE = "kling-pipeline"
 NAMESPACE = "KlingPipeline"
 F = TypeVar("F", bound=Callable[..., Any])
 
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# The service name comes from POWERTOOLS_SERVICE_NAME, which template.yaml sets to the stack name:
+# two stacks in one account (dev, prod) then log and count under separate names, and the
+# dashboard of each reads only its own figures.
+logger = Logger()
+metrics = Metrics(namespace=NAMESPACE)
 
 
 class TracerLike(Protocol):
@@ -44,7 +46,7 @@ def _make_tracer() -> TracerLike:
         return _NoTracer()
     from aws_lambda_powertools import Tracer
 
-    return cast(TracerLike, Tracer(service=SERVICE))
+    return cast(TracerLike, Tracer())
 
 
 tracer = _make_tracer()
