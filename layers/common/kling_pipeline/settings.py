@@ -22,6 +22,8 @@ class PollSchedule:
     backoff: float = 1.0
     max_interval_s: int = 60
     deadline_s: int = 3600
+    #: How long a task may wait in WaveSpeed's queue (`created`) before its generation starts.
+    queued_deadline_s: int = 6 * 3600
     #: Floor for every wait. Production keeps 5 s; only local runs may lower it.
     min_interval_s: int = 5
 
@@ -34,6 +36,7 @@ class PollSchedule:
             backoff=max(self.backoff, 1.0),
             max_interval_s=max(self.max_interval_s, self.interval_s, floor),
             deadline_s=max(self.deadline_s, floor),
+            queued_deadline_s=max(self.queued_deadline_s, floor),
             min_interval_s=floor,
         )
 
@@ -101,6 +104,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         backoff=_number(env, "POLL_BACKOFF", base.poll.backoff),
         max_interval_s=int(_number(env, "POLL_MAX_INTERVAL_S", base.poll.max_interval_s)),
         deadline_s=int(_number(env, "POLL_DEADLINE_S", base.poll.deadline_s)),
+        queued_deadline_s=int(_number(env, "POLL_QUEUED_DEADLINE_S", base.poll.queued_deadline_s)),
         min_interval_s=int(_number(env, "POLL_MIN_INTERVAL_S", base.poll.min_interval_s)),
     ).clamp()
     hosts = _split(env.get("ALLOWED_OUTPUT_HOSTS", "")) or base.allowed_output_hosts
