@@ -77,7 +77,9 @@ def finalizer() -> Finalizer:
         concurrency=settings.copy_concurrency,
         attempts=settings.copy_attempts,
     )
-    return Finalizer(settings, s3=clients.s3(), copier=copier, notifier=notifier())
+    return Finalizer(
+        settings, s3=clients.s3(), copier=copier, notifier=notifier(), accounts=ledger()
+    )
 
 
 def reset() -> None:
