@@ -127,3 +127,43 @@ def test_unstorable_output_is_reported_with_its_source_then_restored(
     assert completed["outputs"][0]["size"] > 0
     assert pipeline.read_object(completed["outputs"][0]["key"])
     assert sim.stats()["tasks_created"] == 1 and sim.stats()["submit_requests"] == 1
+
+
+def test_lost_submit_answer_is_recovered_from_the_history_with_one_post(
+    make_pipeline: PipelineFactory,
+) -> None:
+    # Given a submit whose connection drops after WaveSpeed created the (paid) task
+    pipeline = make_pipeline(env={"RECONCILE_WAITS_S": "0,0.5"})
+    pipeline.send_prompt("A lost answer [sim:drop-submit]", job_id="recovered-1")
+
+    # When the pipeline runs
+    result = run(pipeline)
+
+    # Then the task is found in the prediction history and the job completes with its video,
+    # after exactly one POST
+    note = only(result.by_job(), "recovered-1")
+    assert note["status"] == "completed", note["error"]
+    stats = simulator_of(pipeline).stats()
+    assert (stats["submit_requests"], stats["tasks_created"]) == (1, 1)
+    [task] = simulator_of(pipeline).tasks()
+    assert note["request_id"] == task["id"]
+    assert pipeline.dead_letters() == []
+
+
+def test_lost_submit_answer_stays_unknown_when_the_history_shows_no_task(
+    make_pipeline: PipelineFactory,
+) -> None:
+    # Given a submit answered 500 that created nothing, and another job's task in the window
+    pipeline = make_pipeline(env={"RECONCILE_WAITS_S": "0,0.5"})
+    pipeline.send_prompt("someone else's fox", job_id="other-1")
+    run(pipeline)
+    pipeline.send_prompt("A lost answer [sim:500-submit]", job_id="unknown-1")
+
+    # When the pipeline runs
+    result = run(pipeline)
+
+    # Then the other job's task is not taken: the job ends unknown, with the evidence
+    note = only(result.by_job(), "unknown-1")
+    assert note["error"]["code"] == "submit_outcome_unknown"
+    assert "Reconciling: no unclaimed" in note["error"]["message"]
+    assert simulator_of(pipeline).stats()["submit_requests"] == 2

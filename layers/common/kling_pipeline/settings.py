@@ -64,6 +64,8 @@ class Settings:
     submit_concurrency: int = 3
     submit_lease_s: int = 300
     submit_timeout_s: float = 30.0
+    #: Waits before each look at the prediction history after an ambiguous submit.
+    reconcile_waits_s: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0, 16.0)
     http_timeout_s: float = 10.0
     daily_budget_usd: float = 0.0
     max_prompt_file_bytes: int = 1024 * 1024
@@ -125,6 +127,8 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         submit_concurrency=max(1, int(_number(env, "SUBMIT_CONCURRENCY", base.submit_concurrency))),
         submit_lease_s=int(_number(env, "SUBMIT_LEASE_S", base.submit_lease_s)),
         submit_timeout_s=_number(env, "SUBMIT_TIMEOUT_S", base.submit_timeout_s),
+        reconcile_waits_s=tuple(float(w) for w in _split(env.get("RECONCILE_WAITS_S", "")))
+        or base.reconcile_waits_s,
         http_timeout_s=_number(env, "HTTP_TIMEOUT_S", base.http_timeout_s),
         daily_budget_usd=_number(env, "DAILY_BUDGET_USD", base.daily_budget_usd),
         max_prompt_file_bytes=int(
