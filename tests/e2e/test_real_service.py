@@ -167,3 +167,32 @@ def test_lost_submit_answer_stays_unknown_when_the_history_shows_no_task(
     assert note["error"]["code"] == "submit_outcome_unknown"
     assert "Reconciling: no unclaimed" in note["error"]["message"]
     assert simulator_of(pipeline).stats()["submit_requests"] == 2
+
+
+@pytest.mark.parametrize(
+    ("account", "code"),
+    [
+        ({"activated": False}, "api_key_not_activated"),
+        ({"balance_usd": 1.0}, "insufficient_balance"),
+    ],
+)
+def test_job_is_parked_redrivable_when_the_account_cannot_pay(
+    make_pipeline: PipelineFactory, account: dict[str, Any], code: str
+) -> None:
+    # Given an account whose key is not activated, or whose credit is short of one video
+    sim = SimulatorConfig(generation_seconds=0.5, processing_after_seconds=0.1, **account)
+    pipeline = make_pipeline(sim=sim)
+
+    # When a job arrives
+    pipeline.send_prompt("a fox in the snow", job_id="account-1")
+    result = run(pipeline)
+
+    # Then it fails with the account's own code, nothing paid, parked for redrive
+    note = only(result.by_job(), "account-1")
+    assert note["error"]["code"] == code
+    assert note["cost"]["paid"] is False
+    assert simulator_of(pipeline).stats()["tasks_created"] == 0
+    [parked] = pipeline.dead_letters()
+    assert parked["MessageAttributes"]["error_code"]["StringValue"] == code
+    record = wiring.ledger().get("account-1")
+    assert record is not None and record.redrivable == "new"
