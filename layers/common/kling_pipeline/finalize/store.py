@@ -141,10 +141,12 @@ class Finalizer:
         if refunded:
             cost["refunded"] = True
             cost["refund_reason"] = f"WaveSpeed refunds a {state.poll.last_status} generation"
-        sources: list[Json] = []
-        if state.poll.status == COMPLETED and not state.job.restore:
+        extra: Json = {}
+        if state.poll.status == COMPLETED and state.poll.outputs and not state.job.restore:
             # The video exists at WaveSpeed: say where, and until when, so it can be re-stored.
+            # Listed apart from `outputs`, whose entries are always stored objects.
             sources = source_outputs(state, self._clock())
+            extra["unstored_outputs"] = sources
             listed = ", ".join(
                 f"{o['source_url']} (until {o['source_expires_at']})" for o in sources
             )
@@ -154,9 +156,7 @@ class Finalizer:
                 f"`kling-pipeline restore {state.job.job_id}` stores it once the cause is fixed",
             )
         published = self._notifier.publish_outcome(
-            workflow_notification(
-                state, Outcome.FAILED.value, cost=cost, error=error, outputs=sources
-            )
+            workflow_notification(state, Outcome.FAILED.value, cost=cost, error=error, extra=extra)
         )
         if published and refunded:
             self._refund_budget(state)
