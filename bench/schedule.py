@@ -3,19 +3,17 @@
 This is a simulation, not a timed run: waiting minutes per point would measure nothing but
 the sleep. A virtual clock drives the workflow's loop exactly as the state machine does
 ("Wait for generation" for `poll.wait_seconds`, then "Check prediction status"), through the
-real `check_prediction` (and so `next_wait`) under the default `PollSchedule`, against a
+real `poll_prediction` (and so `next_wait`) under the default `PollSchedule`, against a
 scripted API that reports `completed` from the generation's finish time on. The Lambda run
 time and state transitions are taken as zero, so the lag is the schedule's alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
-
-from kling_pipeline.polling import check_prediction
+from kling_pipeline.job.workflow import WAITING, JobSummary, WorkflowState
+from kling_pipeline.poll import poll_prediction
 from kling_pipeline.settings import PollSchedule
-from kling_pipeline.wavespeed import Prediction, WaveSpeedClient
+from kling_pipeline.wavespeed import Prediction
 
 from .common import Figure
 
@@ -33,15 +31,14 @@ class _VirtualClock:
         return self.now
 
 
-class _ScriptedApi(WaveSpeedClient):
+class _ScriptedApi:
     """Answers status reads from the virtual clock; never opens a connection."""
 
     def __init__(self, clock: _VirtualClock, finishes_at: float) -> None:
-        super().__init__("http://127.0.0.1:9", lambda: "unused")
         self._clock = clock
         self._finishes_at = finishes_at
 
-    def check_prediction(self, prediction_id: str) -> Prediction:
+    def read_prediction(self, prediction_id: str) -> Prediction:
         if self._clock() >= self._finishes_at:
             return Prediction(prediction_id, "completed", outputs=["https://example.invalid/0"])
         return Prediction(prediction_id, "processing")
@@ -51,18 +48,15 @@ def detect(finishes_at: float, schedule: PollSchedule) -> tuple[int, float]:
     """Status checks until the completion is seen, and how long after it finished."""
     clock = _VirtualClock()
     api = _ScriptedApi(clock, finishes_at)
-    # The state the submit function hands to the workflow (SubmissionService._execution_input).
-    state: dict[str, Any] = {
-        "prediction": {"id": "bench", "submitted_at": 0.0},
-        "schedule": {**asdict(schedule), "deadline_at": float(schedule.deadline_s)},
-        "poll": {"status": "waiting", "wait_seconds": schedule.first_wait_s, "polls": 0},
-    }
-    while state["poll"]["status"] == "waiting":
-        clock.now += state["poll"]["wait_seconds"]
-        state["poll"] = check_prediction(state, api, clock=clock)
-    if state["poll"]["status"] != "completed":
+    # The state the submit function hands to the workflow (Admission, WorkflowState.start).
+    job = JobSummary(job_id="bench", input={"prompt": "bench"}, source={"type": "bench"})
+    state = WorkflowState.start(job, "bench", schedule, clock.now)
+    while state.poll.status == WAITING:
+        clock.now += state.poll.wait_seconds or 0
+        state = state.with_poll(poll_prediction(state, api, clock=clock))
+    if state.poll.status != "completed":
         raise RuntimeError(f"a generation finishing at {finishes_at}s was not detected")
-    return int(state["poll"]["polls"]), clock.now - finishes_at
+    return state.poll.polls, clock.now - finishes_at
 
 
 def run() -> list[Figure]:

@@ -25,6 +25,8 @@ from .errors import CliError
 from .follow import Emit, Follower, FollowResult, Sleep, Tracked
 from .jobs import STATUSES, Execution, JobReader, JobRecord, Json
 from .resources import DEFAULT_STACK, STACK_OUTPUTS, Connection, Resources, resolve_resources
+from .restore import add_parser as add_restore_parser
+from .restore import cmd_restore
 
 PROG = "kling-pipeline"
 ResourcesFactory = Callable[[], Resources]
@@ -164,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("job_ids", nargs="*", metavar="JOB_ID")
     _follow_options(watch)
     _connection_options(watch, nested=True)
+
+    add_restore_parser(commands)
+    _connection_options(commands.choices["restore"], nested=True)
     return parser
 
 
@@ -469,6 +474,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, ResourcesFactory, Sleep], int]
     "status": cmd_status,
     "list": cmd_list,
     "watch": cmd_watch,
+    "restore": cmd_restore,
 }
 
 

@@ -36,13 +36,22 @@ def export(
     return written
 
 
+def stack_outputs(template: Template) -> dict[str, str]:
+    """The template's Outputs as a stack would have them: conditional ones only when their
+    condition holds, each resolved to the local resources."""
+    outputs: dict[str, str] = {}
+    for key, spec in template.body.get("Outputs", {}).items():
+        if "Condition" in spec and not template.condition(spec["Condition"]):
+            continue
+        with contextlib.suppress(TemplateError):  # outputs of resources not emulated locally
+            outputs[key] = str(template.resolve(spec["Value"]))
+    return outputs
+
+
 def publish_stack(template: Template, name: str) -> dict[str, str]:
     """A CloudFormation stack whose Outputs are the template's, resolved to the local
     resources, so tools that look a stack up by name (the CLI) find this pipeline."""
-    outputs: dict[str, str] = {}
-    for key, spec in template.body.get("Outputs", {}).items():
-        with contextlib.suppress(TemplateError):  # outputs of resources not emulated locally
-            outputs[key] = str(template.resolve(spec["Value"]))
+    outputs = stack_outputs(template)
     body = {
         "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {key: {"Value": value} for key, value in outputs.items()},

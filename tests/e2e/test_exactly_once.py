@@ -275,17 +275,18 @@ def test_redelivery_succeeds_when_the_workflow_already_exists(pipeline: LocalPip
 
 
 def test_outcome_unknown_is_notified_once_when_the_submit_answer_is_lost(
-    pipeline: LocalPipeline,
+    make_pipeline: PipelineFactory,
 ) -> None:
-    # Given a submit whose connection drops after the API created the task
-    pipeline.send_prompt("A lost answer [sim:drop-submit]", job_id="lost-1")
+    # Given a submit answered 500 (a task may exist) that the prediction history cannot place
+    pipeline = make_pipeline(env={"RECONCILE_WAITS_S": "0"})
+    pipeline.send_prompt("A lost answer [sim:500-submit]", job_id="lost-1")
 
     # When the pipeline runs
     result = run(pipeline)
 
     # Then the POST is not re-sent, the user is told once, and the message is parked with why
     stats = simulator_of(pipeline).stats()
-    assert (stats["tasks_created"], stats["submit_requests"]) == (1, 1)
+    assert (stats["tasks_created"], stats["submit_requests"]) == (0, 1)
     assert statuses(result) == {"lost-1": ["failed"]}
     error = result.notifications[0]["error"]
     assert error["code"] == "submit_outcome_unknown"
@@ -297,10 +298,11 @@ def test_outcome_unknown_is_notified_once_when_the_submit_answer_is_lost(
 
 
 def test_parked_job_is_not_paid_again_when_the_dead_letter_queue_is_redriven(
-    pipeline: LocalPipeline,
+    make_pipeline: PipelineFactory,
 ) -> None:
     # Given a job without a job_id whose submit answer was lost, parked in the DLQ
-    pipeline.send_prompt("A lost answer, no job id [sim:drop-submit]")
+    pipeline = make_pipeline(env={"RECONCILE_WAITS_S": "0"})
+    pipeline.send_prompt("A lost answer, no job id [sim:500-submit]")
     first = run(pipeline)
     assert [n["error"]["code"] for n in first.notifications] == ["submit_outcome_unknown"]
 
@@ -310,7 +312,7 @@ def test_parked_job_is_not_paid_again_when_the_dead_letter_queue_is_redriven(
 
     # Then the redriven message is still the same job: no second POST, no second notification
     stats = simulator_of(pipeline).stats()
-    assert (stats["tasks_created"], stats["submit_requests"]) == (1, 1)
+    assert (stats["tasks_created"], stats["submit_requests"]) == (0, 1)
     assert len(second.notifications) == 1
 
 

@@ -15,6 +15,7 @@ import pytest
 from kling_cli.app import main
 from kling_cli.resources import Connection, Resources, resolve_resources
 from kling_local.pipeline import LocalPipeline
+from tests.conftest import simulator_of
 
 
 @dataclass(frozen=True)
@@ -466,3 +467,18 @@ def test_explicit_names_need_no_stack_when_all_are_given(
     # Then it works from the flags alone
     assert code == 0
     assert "flags-1" in capsys.readouterr().out
+
+
+def test_restore_refuses_when_job_did_not_fail(cli: Cli, pipeline: LocalPipeline) -> None:
+    # Given a job that completed
+    pipeline.send_prompt("a finished fox", job_id="done-1")
+    pipeline.run_until_idle(60)
+
+    # When asking to restore it, and a job that does not exist
+    done = cli("restore", "done-1")
+    missing = cli("restore", "nobody")
+
+    # Then nothing runs: only a failed job has a video to restore
+    assert done.code == 1 and "only a failed job can be restored" in done.err
+    assert missing.code == 1 and "no job 'nobody'" in missing.err
+    assert simulator_of(pipeline).stats()["submit_requests"] == 1

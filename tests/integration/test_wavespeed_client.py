@@ -8,12 +8,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from kling_local.simulator import WaveSpeedSimulator
+from kling_local.simulator.config import Outage
+from kling_pipeline import MODEL_ID
 from kling_pipeline.errors import PermanentError, SubmitOutcomeUnknown, TransientError
 from kling_pipeline.job.request import JobRequest
 from kling_pipeline.job.workflow import WorkflowState
@@ -496,3 +499,125 @@ def test_poll_step_waits_with_the_read_status_when_the_task_is_still_running(
     assert (poll.status, poll.polls, poll.last_status) == ("waiting", 3, "processing")
     assert poll.wait_seconds == 15
     assert sim.stats()["result_requests"] == 1
+
+
+# ------------------------------------------------------------------ the real service's shapes
+
+
+def prediction_reply(**fields: Any) -> Reply:
+    data = {"id": "p-1", "status": "completed", "outputs": ["https://cdn.example/1.mp4"]}
+    data.update(fields)
+    return 200, {}, {"code": 200, "message": "success", "data": data}
+
+
+@pytest.mark.parametrize(
+    ("raw", "flags", "run_ms"),
+    [
+        ({"has_nsfw_contents": [False], "executionTime": 12}, [False], 12.0),
+        ({"has_nsfw_contents": ["false"], "executionTime": "12ms"}, [False], 12.0),
+        ({"has_nsfw_contents": "false", "executionTime": "1.5s"}, [False], 1500.0),
+        ({"has_nsfw_contents": None, "executionTime": None}, [False], 0.0),
+        ({"has_nsfw_contents": [], "executionTime": "soon"}, [False], 0.0),
+        ({"has_nsfw_contents": True, "executionTime": [1]}, [True], 0.0),
+        ({"has_nsfw_contents": ["true"], "executionTime": 3.5}, [True], 3.5),
+        ({"has_nsfw_contents": [{"score": 0.9}]}, [True], 0.0),
+    ],
+)
+def test_read_prediction_reads_leniently_when_fields_have_other_shapes(
+    scripted: Callable[[list[Reply]], _ScriptedServer],
+    raw: dict[str, Any],
+    flags: list[bool],
+    run_ms: float,
+) -> None:
+    # Given an API answering a finished prediction with one of the shapes seen in the wild
+    server = scripted([prediction_reply(**raw)])
+
+    # When reading it
+    prediction = Client(base_of(server)).api.read_prediction("p-1")
+
+    # Then the job is not failed: clean shapes stay clean, unknown ones count as flagged
+    assert prediction.status == "completed"
+    assert prediction.has_nsfw_contents == flags
+    assert prediction.execution_time_ms == run_ms
+
+
+def test_read_prediction_reads_task_code_and_creation_time_when_task_failed(
+    make_sim: SimFactory,
+) -> None:
+    # Given a task the simulator fails for content moderation
+    sim = make_sim(generation_seconds=0.0, processing_after_seconds=0.0)
+    client = Client(sim.base_url)
+    prediction_id = client.api.submit_generation({"prompt": "refused [sim:moderation]"})
+
+    # When reading it
+    prediction = client.api.read_prediction(prediction_id)
+
+    # Then WaveSpeed's data.code and the task's creation time come with it
+    assert (prediction.status, prediction.code) == ("failed", 1200)
+    assert prediction.created_at.startswith("20")
+
+
+@pytest.mark.parametrize("form", ["http", "code"])
+def test_read_prediction_raises_transient_when_api_in_outage(
+    make_sim: SimFactory, form: str
+) -> None:
+    # Given an outage answering status reads with HTTP 503 or with envelope code 5003
+    sim = make_sim(outages=(Outage(0, 3600, on="result", form=form),))
+    client = Client(sim.base_url)
+    prediction_id = client.api.submit_generation({"prompt": "a fox"})
+
+    # When reading the status / Then it is transient (retried), never a verdict on the task
+    with pytest.raises(TransientError):
+        client.api.read_prediction(prediction_id)
+    assert sim.stats()["result_requests"] == ATTEMPTS
+
+
+def test_submit_raises_not_activated_when_key_never_topped_up(make_sim: SimFactory) -> None:
+    # Given an account whose key was never activated by a top-up
+    sim = make_sim(activated=False)
+
+    # When submitting / Then the refusal has its own code and nothing was created
+    with pytest.raises(PermanentError) as caught:
+        Client(sim.base_url).api.submit_generation({"prompt": "a fox"})
+    assert caught.value.code == "api_key_not_activated"
+    assert submit_counts(sim)[1] == 0
+
+
+def test_submit_raises_insufficient_balance_when_credit_short(make_sim: SimFactory) -> None:
+    # Given an account with less credit than one video costs
+    sim = make_sim(balance_usd=1.0)
+
+    # When submitting / Then the refusal has its own code and nothing was created
+    with pytest.raises(PermanentError) as caught:
+        Client(sim.base_url).api.submit_generation({"prompt": "a fox"})
+    assert caught.value.code == "insufficient_balance"
+    assert submit_counts(sim)[1] == 0
+
+
+def test_recent_predictions_lists_task_when_created_in_window(sim: WaveSpeedSimulator) -> None:
+    # Given one task created just now
+    client = Client(sim.base_url)
+    prediction_id = client.api.submit_generation({"prompt": "a fox"})
+    now = datetime.now(UTC)
+
+    # When listing the history around now, and an hour ago
+    found = client.api.recent_predictions(
+        model=MODEL_ID,
+        created_after=(now - timedelta(minutes=1)).isoformat(),
+        created_before=(now + timedelta(minutes=1)).isoformat(),
+    )
+    earlier = client.api.recent_predictions(
+        model=MODEL_ID,
+        created_after=(now - timedelta(hours=2)).isoformat(),
+        created_before=(now - timedelta(hours=1)).isoformat(),
+    )
+
+    # Then the task is listed in its window only
+    assert [item["id"] for item in found] == [prediction_id]
+    assert earlier == []
+
+
+def test_balance_reads_credit_when_asked(make_sim: SimFactory) -> None:
+    # Given an account with $12.50 of credit / When reading the balance / Then it is reported
+    sim = make_sim(balance_usd=12.5)
+    assert Client(sim.base_url).api.balance_usd() == 12.5

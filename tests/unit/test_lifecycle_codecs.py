@@ -81,7 +81,9 @@ def test_workflow_state_round_trips_through_the_step_functions_payload() -> None
     # Then nothing is lost, and the first wait is the schedule's
     assert again == later
     assert state.poll.wait_seconds == PollSchedule().first_wait_s
-    assert state.schedule.deadline_at == 1_700_000_000.0 + PollSchedule().deadline_s
+    # ... the queue bound counts from the submit, the generation deadline from processing
+    assert state.schedule.deadline(None) == 1_700_000_000.0 + PollSchedule().queued_deadline_s
+    assert state.schedule.deadline(1_700_000_100.0) == 1_700_000_100.0 + PollSchedule().deadline_s
     assert state.to_dict()["delivery"] is None and state.to_dict()["error"] is None
 
 

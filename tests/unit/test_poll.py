@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
-from kling_pipeline.job.workflow import Poll, Schedule, WorkflowState
-from kling_pipeline.poll import check_prediction
+from kling_pipeline.errors import TransientError
+from kling_pipeline.job.workflow import JobSummary, Poll, Schedule, WorkflowState
+from kling_pipeline.poll import check_prediction, poll_prediction
+from kling_pipeline.settings import PollSchedule
 from kling_pipeline.wavespeed import Prediction
 
 Json = dict[str, Any]
@@ -106,17 +108,19 @@ def test_wait_uses_contract_defaults_when_schedule_empty() -> None:
 
 
 def test_check_reports_waiting_with_schedule_wait_when_still_generating() -> None:
-    # Given a task polled twice already, on a doubling schedule, still "created"
+    # Given a task polled twice already, on a doubling schedule, generating
     state = state_for("p-1", polls=2, interval_s=10, backoff=2.0, max_interval_s=300)
+    state = state.with_poll(Poll(polls=2, processing_since=NOW - 30))
 
     # When checking it
-    poll = check(state, reading("created"))
+    poll = check(state, reading("processing"))
 
     # Then the workflow is told to wait the scheduled 40 s (third poll), counting this poll
     assert poll == {
         "polls": 3,
-        "last_status": "created",
+        "last_status": "processing",
         "checked_at": NOW,
+        "processing_since": NOW - 30,
         "status": "waiting",
         "wait_seconds": 40,
     }
@@ -252,3 +256,210 @@ def test_poll_loop_ends_on_deadline_when_generation_never_finishes() -> None:
     assert all(t < NOW + 73 for t in poll_times[:-1])
     assert [b - a for a, b in zip(poll_times, poll_times[1:], strict=False)][:3] == [15, 22, 34]
     assert poll.polls == len(poll_times)
+
+
+# ------------------------------------------------------------------- queueing and outages
+
+
+def realistic_state(polls: int = 0, **poll_fields: Any) -> WorkflowState:
+    """A state as submit starts it today: 1 h of generation, 6 h in the queue at most."""
+    plan = PollSchedule(interval_s=15, deadline_s=3600, queued_deadline_s=6 * 3600)
+    start = WorkflowState.start(
+        JobSummary(job_id="job-q", input={"prompt": "p"}, source={"type": "sqs"}),
+        "p-q",
+        plan,
+        NOW,
+    )
+    return start.with_poll(Poll(polls=polls, **poll_fields))
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedReads:
+    """A status reader answering from a script: a Prediction, or an error to raise."""
+
+    def __init__(self, *answers: Prediction | TransientError) -> None:
+        self.answers = list(answers)
+        self.reads = 0
+
+    def read_prediction(self, prediction_id: str) -> Prediction:
+        self.reads += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, TransientError):
+            raise answer
+        return answer
+
+
+def test_check_waits_the_queued_interval_when_task_still_queued() -> None:
+    # Given a fast schedule (5 s reads) and a task still queued at WaveSpeed
+    plan = PollSchedule(interval_s=5, max_interval_s=5, queued_interval_s=120)
+    start = WorkflowState.start(
+        JobSummary(job_id="job-q", input={"prompt": "p"}, source={"type": "sqs"}), "p-q", plan, NOW
+    )
+
+    # When it is read while queued, and again once it is processing
+    queued = check_prediction(start, reading("created"), NOW + 60)
+    started = check_prediction(start.with_poll(queued), reading("processing"), NOW + 180)
+
+    # Then queued reads are 120 s apart (history events stay bounded over a long queue), and
+    # the generation is read on the fast schedule again
+    assert (queued.wait_seconds, started.wait_seconds) == (120, 5)
+
+
+def test_check_keeps_waiting_when_task_queued_past_generation_deadline() -> None:
+    # Given a task still "created" (queued at WaveSpeed) 2 hours after the submit
+    state = realistic_state(polls=100)
+
+    # When checking it
+    poll = check(state, reading("created"), now=NOW + 2 * 3600)
+
+    # Then it keeps waiting: the 1 h generation deadline has not started counting
+    assert poll["status"] == "waiting"
+    assert "processing_since" not in poll
+
+
+def test_check_fails_when_queued_longer_than_queue_deadline() -> None:
+    # Given a task still queued when its 6 h queue bound arrives
+    # When checking it
+    poll = check(realistic_state(), reading("created"), now=NOW + 6 * 3600)
+
+    # Then the job fails with deadline_passed, saying it never left the queue
+    assert poll["status"] == "failed"
+    assert poll["error"]["code"] == "deadline_passed"
+    assert "queue" in poll["error"]["message"]
+
+
+def test_check_counts_generation_deadline_from_first_processing_read() -> None:
+    # Given a task that queued 3 hours, then was first seen processing
+    started = NOW + 3 * 3600
+    first = check_prediction(realistic_state(), reading("processing"), started)
+
+    # When it is still processing 59 minutes later, then 60 minutes later
+    later = realistic_state(polls=first.polls, processing_since=first.processing_since)
+    before = check(later, reading("processing"), now=started + 3540)
+    after = check(later, reading("processing"), now=started + 3600)
+
+    # Then the deadline counts from the processing start, not from the submit
+    assert first.processing_since == started
+    assert before["status"] == "waiting" and before["processing_since"] == started
+    assert after["status"] == "failed" and after["error"]["code"] == "deadline_passed"
+
+
+def test_poll_waits_with_backoff_when_status_reads_keep_failing() -> None:
+    # Given an API in an outage: every status read fails after the client's retries
+    api = ScriptedReads(TransientError("status: HTTP 503", code="http_503"))
+    state = realistic_state(polls=3, processing_since=NOW - 60)
+
+    # When polling three times in a row, waiting what each poll says
+    waits = []
+    clock = Clock()
+    for _ in range(3):
+        poll = poll_prediction(state, api, clock=clock)
+        waits.append(poll.wait_seconds)
+        state = state.with_poll(poll)
+        clock.now += poll.wait_seconds or 0
+
+    # Then the job is never failed, the waits back off, and the processing start is kept
+    assert state.poll.status == "waiting" and state.poll.read_failures == 3
+    assert waits == [15, 30, 60]
+    assert state.poll.processing_since == NOW - 60
+
+
+def test_poll_completes_when_outage_ends_before_deadline() -> None:
+    # Given a 40 s outage on status reads, then the finished video
+    done = reading("completed", outputs=["https://cdn.example/1.mp4"])
+    api = ScriptedReads(*[TransientError("status: HTTP 503", code="http_503")] * 3, done)
+    state = realistic_state(processing_since=NOW)
+    clock = Clock()
+
+    # When the workflow loop runs
+    while state.poll.status == "waiting":
+        state = state.with_poll(poll_prediction(state, api, clock=clock))
+        clock.now += state.poll.wait_seconds or 0
+
+    # Then the job completes, and the read failures are forgotten once a read succeeds
+    assert state.poll.status == "completed"
+    assert state.poll.read_failures == 0 and api.reads == 4
+
+
+def test_poll_fails_status_unreadable_when_outage_outlasts_deadline() -> None:
+    # Given an outage still going when the generation deadline arrives
+    api = ScriptedReads(TransientError("status: API code 5003", code="api_5003"))
+    state = realistic_state(polls=9, processing_since=NOW - 3600, read_failures=8)
+
+    # When polling at the deadline
+    poll = poll_prediction(state, api, clock=lambda: NOW)
+
+    # Then the failed read was the last one: the job fails, naming the cause and the task
+    assert poll.status == "failed" and poll.error is not None
+    assert poll.error.code == "status_unreadable"
+    assert "api_5003" in poll.error.message and "p-q" in poll.error.message
+
+
+def test_check_completes_when_task_finished_at_deadline() -> None:
+    # Given a task that finished just as its generation deadline arrived
+    state = realistic_state(processing_since=NOW - 3600)
+
+    # When the read made at the deadline says completed
+    poll = check(state, reading("completed", outputs=["https://cdn.example/1.mp4"]))
+
+    # Then the video is delivered: the deadline is only decided on that read
+    assert poll["status"] == "completed"
+
+
+# ------------------------------------------------------------------ WaveSpeed's error codes
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected", "refunded"),
+    [
+        ("failed", 1200, "content_moderated", True),
+        ("failed", 1400, "invalid_parameters", True),
+        ("failed", 1401, "invalid_parameters", True),
+        ("failed", 1402, "media_unreachable", True),
+        ("failed", 1403, "generation_failed", True),
+        ("failed", 1405, "generation_failed", True),
+        ("failed", 5000, "wavespeed_server_error", True),
+        ("failed", 5003, "wavespeed_server_error", True),
+        ("timeout", 5004, "generation_timeout", True),
+        ("failed", 0, "generation_failed", True),
+        ("timeout", 0, "generation_timeout", True),
+        ("cancelled", 1405, "generation_cancelled", False),
+        ("failed", 4242, "generation_failed", True),
+    ],
+)
+def test_check_maps_task_error_code_when_generation_fails(
+    status: str, code: int, expected: str, refunded: bool
+) -> None:
+    # Given a task WaveSpeed ended with a data.code and its text
+    failed = reading(status, code=code, error="The content contains sensitive information.")
+
+    # When checking it
+    poll = check(state_for("p-1"), failed)
+
+    # Then the job's error code says what kind of failure it was, with WaveSpeed's words, and
+    # a failure WaveSpeed refunds is marked refunded
+    assert poll["status"] == "failed"
+    assert poll["error"]["code"] == expected
+    assert "sensitive information" in poll["error"]["message"]
+    assert poll.get("refunded", False) is refunded
+
+
+def test_check_fails_at_once_when_restore_finds_task_not_completed() -> None:
+    # Given a re-store run of a job whose task is somehow still processing
+    base = state_for("p-1")
+    state = WorkflowState.from_dict(
+        {**base.to_dict(), "job": {**base.job.to_dict(), "restore": True}}
+    )
+
+    # When checking it / Then it does not wait for a generation: nothing to restore
+    poll = check(state, reading("processing"))
+    assert poll["status"] == "failed" and poll["error"]["code"] == "not_restorable"

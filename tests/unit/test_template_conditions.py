@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from kling_local.cfn import GLOBALS, NO_VALUE, Template, TemplateError
+from kling_local.export import stack_outputs
 from kling_local.parameters import ParameterError, validate_overrides
 
 DEFAULTS = Template.load()
@@ -116,6 +117,19 @@ def effects(template: Template, condition: str) -> Iterator[tuple[str, Any, Any]
         merged = template.properties(logical_id)
         for path, (_, then, otherwise) in ifs_on(condition, spec.get("Properties", {})):
             expected = template.resolve(then if holds else otherwise)
+            if path and isinstance(path[-1], int):
+                # A list item that may be AWS::NoValue: the evaluated list is shorter, so the
+                # item is looked for in it rather than at its declared index.
+                items = at(merged, path[:-1])
+                for branch in (then, otherwise):
+                    value = template.resolve(branch)
+                    if value is not None:
+                        yield (
+                            f"{logical_id}.{path} ({'then' if branch is then else 'else'})",
+                            value in items,
+                            value == expected,
+                        )
+                continue
             yield (
                 f"{logical_id}.{path}",
                 at(merged, path),
@@ -130,6 +144,9 @@ def effects(template: Template, condition: str) -> Iterator[tuple[str, Any, Any]
                     where = f"{logical_id}.{path} from Globals"
                     yield where, at(template.properties(logical_id), path), expected
     for key, output in DEFAULTS.body.get("Outputs", {}).items():
+        if output.get("Condition") == condition:
+            # An output with a false condition is not part of the stack.
+            yield f"Outputs.{key} exists", key in stack_outputs(template), holds
         for path, (_, then, otherwise) in ifs_on(condition, output):
             yield (
                 f"Outputs.{key}",

@@ -80,28 +80,34 @@ def test_every_allowed_deadline_fits_the_history_limit_at_the_fastest_schedule()
     template = Template.load()
     states: dict[str, Any] = _definition()["States"]
     _, deadline_max = _bounds(template, "PollDeadlineSeconds")
+    _, queued_max = _bounds(template, "QueuedDeadlineSeconds")
+    queued_interval_min, _ = _bounds(template, "PollQueuedIntervalSeconds")
     first_wait_min, _ = _bounds(template, "PollFirstWaitSeconds")
     interval_min = min(
         _bounds(template, "PollIntervalSeconds")[0], _bounds(template, "PollMaxIntervalSeconds")[0]
     )
     assert deadline_max is not None, "PollDeadlineSeconds needs a MaxValue"
+    assert queued_max is not None, "QueuedDeadlineSeconds needs a MaxValue"
 
-    # When the longest run is counted: the first poll after the first wait, then one poll per
-    # shortest interval until the deadline, one more cut short onto it, and the one that finds
-    # the deadline passed; each poll costs the events of the loop it goes round
+    # When the longest run is counted: the whole allowed queue at the shortest queued interval,
+    # then the first poll after the first wait, one poll per shortest interval until the
+    # generation deadline, one more cut short onto it, and the one that finds it passed; each
+    # poll costs the events of the loop it goes round
     cycles = _cycles(states)
     assert cycles, "the poll loop was not found"
     per_poll = max(sum(_events(states[name]) for name in cycle) for cycle in cycles)
     in_loop = {name for cycle in cycles for name in cycle}
     once = sum(_events(s) + _retry_events(s) for n, s in states.items() if n not in in_loop)
-    polls = math.ceil((deadline_max - first_wait_min) / interval_min) + 2
+    queued_polls = math.ceil(queued_max / queued_interval_min) + 1
+    polls = queued_polls + math.ceil((deadline_max - first_wait_min) / interval_min) + 2
     worst = EXECUTION_EVENTS + polls * per_poll + once + RETRY_RESERVE
 
     # Then even that run stays under the limit
+    spare = HISTORY_LIMIT - EXECUTION_EVENTS - once - RETRY_RESERVE - queued_polls * per_poll
     assert worst <= HISTORY_LIMIT, (
-        f"{polls} polls x {per_poll} events + {once} + reserve {RETRY_RESERVE} = {worst}; "
-        f"lower PollDeadlineSeconds' MaxValue to at most "
-        f"{(HISTORY_LIMIT - EXECUTION_EVENTS - once - RETRY_RESERVE) // per_poll * interval_min}"
+        f"{polls} polls ({queued_polls} queued) x {per_poll} events + {once} + reserve "
+        f"{RETRY_RESERVE} = {worst}; lower PollDeadlineSeconds' MaxValue to at most "
+        f"{spare // per_poll * interval_min} or shorten the queue bounds"
     )
 
 

@@ -29,6 +29,11 @@ class PollSchedule:
     backoff: float = 1.0
     max_interval_s: int = 60
     deadline_s: int = 3600
+    #: How long a task may wait in WaveSpeed's queue (`created`) before its generation starts.
+    queued_deadline_s: int = 6 * 3600
+    #: Shortest wait between reads while the task is still queued: a queue can last hours, and
+    #: every read costs history events (Step Functions keeps at most 25,000 per execution).
+    queued_interval_s: int = 120
     #: Floor for every wait. Production keeps 5 s; only local runs may lower it.
     min_interval_s: int = 5
 
@@ -41,6 +46,8 @@ class PollSchedule:
             backoff=max(self.backoff, 1.0),
             max_interval_s=max(self.max_interval_s, self.interval_s, floor),
             deadline_s=max(self.deadline_s, floor),
+            queued_deadline_s=max(self.queued_deadline_s, floor),
+            queued_interval_s=max(self.queued_interval_s, floor),
             min_interval_s=floor,
         )
 
@@ -68,6 +75,8 @@ class Settings:
     submit_concurrency: int = 3
     submit_lease_s: int = 300
     submit_timeout_s: float = 30.0
+    #: Waits before each look at the prediction history after an ambiguous submit.
+    reconcile_waits_s: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0, 16.0)
     http_timeout_s: float = 10.0
     daily_budget_usd: float = 0.0
     max_prompt_file_bytes: int = 1024 * 1024
@@ -111,6 +120,8 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         backoff=_number(env, "POLL_BACKOFF", base.poll.backoff),
         max_interval_s=int(_number(env, "POLL_MAX_INTERVAL_S", base.poll.max_interval_s)),
         deadline_s=int(_number(env, "POLL_DEADLINE_S", base.poll.deadline_s)),
+        queued_deadline_s=int(_number(env, "POLL_QUEUED_DEADLINE_S", base.poll.queued_deadline_s)),
+        queued_interval_s=int(_number(env, "POLL_QUEUED_INTERVAL_S", base.poll.queued_interval_s)),
         min_interval_s=int(_number(env, "POLL_MIN_INTERVAL_S", base.poll.min_interval_s)),
     ).clamp()
     hosts = _split(env.get("ALLOWED_OUTPUT_HOSTS", "")) or base.allowed_output_hosts
@@ -131,6 +142,8 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         submit_concurrency=max(1, int(_number(env, "SUBMIT_CONCURRENCY", base.submit_concurrency))),
         submit_lease_s=int(_number(env, "SUBMIT_LEASE_S", base.submit_lease_s)),
         submit_timeout_s=_number(env, "SUBMIT_TIMEOUT_S", base.submit_timeout_s),
+        reconcile_waits_s=tuple(float(w) for w in _split(env.get("RECONCILE_WAITS_S", "")))
+        or base.reconcile_waits_s,
         http_timeout_s=_number(env, "HTTP_TIMEOUT_S", base.http_timeout_s),
         daily_budget_usd=_number(env, "DAILY_BUDGET_USD", base.daily_budget_usd),
         max_prompt_file_bytes=int(

@@ -18,10 +18,15 @@ from urllib3.exceptions import (
 
 from . import MODEL_ID, PROMPT_OPTIMIZER_MODEL
 from .errors import PermanentError, SubmitOutcomeUnknown, TransientError
+from .wavespeed_shapes import account_refusal, execution_ms, nsfw_flags, task_code
 
 TERMINAL_FAILURES = {"failed", "cancelled", "timeout", "deleted"}
 IN_PROGRESS = {"created", "pending", "processing", "queued", "starting"}
+#: Statuses of a task still waiting for a concurrency slot: its generation has not started.
+QUEUED = {"created", "pending", "queued"}
 RETRYABLE_HTTP = {429, 500, 502, 503, 504}
+#: Envelope codes of WaveSpeed's own server errors (internal, unavailable, timed out): retried.
+SERVER_ERROR_CODES = {5000, 5003, 5004}
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,10 @@ class Prediction:
     has_nsfw_contents: list[bool] = field(default_factory=list)
     error: str = ""
     execution_time_ms: float = 0.0
+    #: WaveSpeed's error code of a failed task (`data.code`: 1200 moderation, ...); 0: none.
+    code: int = 0
+    #: When WaveSpeed created the task (ISO 8601), as it reports it; outputs live 7 days.
+    created_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,12 +133,20 @@ class WaveSpeedClient:
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             body = {}
+        if not isinstance(body, dict):
+            body = {}
         message = str(body.get("message") or raw[:200].decode("utf-8", "replace"))
         if status in RETRYABLE_HTTP:
             raise TransientError(f"{what}: HTTP {status}: {message}", code=f"http_{status}")
+        refusal = account_refusal(status, message)
+        if refusal is not None:
+            raise PermanentError(f"{what}: HTTP {status}: {message}", code=refusal)
         if status != 200:
             raise PermanentError(f"{what}: HTTP {status}: {message}", code="api_rejected")
         code = body.get("code")
+        if code in SERVER_ERROR_CODES:
+            # An outage can answer HTTP 200 with the server error in the envelope.
+            raise TransientError(f"{what}: API code {code}: {message}", code=f"api_{code}")
         if code != 200:
             # A 200 answer can still carry an error code in the envelope (1xxx: bad request).
             raise PermanentError(f"{what}: API code {code}: {message}", code="api_rejected")
@@ -211,22 +228,94 @@ class WaveSpeedClient:
         raise last
 
     def read_prediction(self, prediction_id: str) -> Prediction:
-        """Reads a prediction's status; transient failures retry, then raise TransientError."""
+        """Reads a prediction's status; transient failures retry, then raise TransientError.
+
+        Fields a paid job does not need to succeed are read leniently (see wavespeed_shapes):
+        an odd `executionTime` or `has_nsfw_contents` never fails the job.
+        """
         data = self._get(f"{self._base}/api/v3/predictions/{prediction_id}/result", "status")
-        outputs = [str(url) for url in data.get("outputs") or [] if isinstance(url, str)]
-        flags = [bool(flag) for flag in data.get("has_nsfw_contents") or []]
+        listed = data.get("outputs")
+        outputs = [u for u in listed if isinstance(u, str)] if isinstance(listed, list) else []
         return Prediction(
             id=str(data.get("id") or prediction_id),
             status=str(data.get("status") or "unknown").lower(),
             outputs=outputs,
-            has_nsfw_contents=flags,
+            has_nsfw_contents=nsfw_flags(data.get("has_nsfw_contents"), len(outputs)),
             error=str(data.get("error") or ""),
-            execution_time_ms=float(data.get("executionTime") or 0),
+            execution_time_ms=execution_ms(data.get("executionTime")),
+            code=task_code(data.get("code")),
+            created_at=str(data.get("created_at") or ""),
         )
 
     def check_prediction(self, prediction_id: str) -> Prediction:
-        """The old name of `read_prediction`, kept while bench/schedule.py overrides it."""
+        """Another name of `read_prediction`, for the copy benchmark and its tests."""
         return self.read_prediction(prediction_id)
+
+    def recent_predictions(
+        self, *, model: str, created_after: str, created_before: str, max_pages: int = 5
+    ) -> list[dict[str, Any]]:
+        """The prediction history: the account's predictions of `model` created in the window
+        (ISO 8601 bounds, inclusive), newest first, as WaveSpeed lists them.
+
+        WaveSpeed documents the history both as `POST /api/v3/predictions` (a JSON body) and as
+        a `GET` with query parameters; the POST is tried first, the GET when it is refused.
+        """
+        url = f"{self._base}/api/v3/predictions"
+        items: list[dict[str, Any]] = []
+        for page in range(1, max_pages + 1):
+            query = {
+                "page": page,
+                "page_size": 100,
+                "model": model,
+                "created_after": created_after,
+                "created_before": created_before,
+            }
+            data = self._history_page(url, query)
+            listed = data.get("items")
+            page_items = [i for i in listed or [] if isinstance(i, dict)]
+            items.extend(page_items)
+            total = data.get("total")
+            if len(page_items) < 100 or (isinstance(total, int) and len(items) >= total):
+                break
+        return items
+
+    def _history_page(self, url: str, query: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self._request_json("POST", url, "history", body=json.dumps(query).encode())
+        except PermanentError:
+            return self._request_json("GET", url, "history", fields=query)
+
+    def balance_usd(self) -> float | None:
+        """The account's credit in USD (`GET /api/v3/balance`); None when it is not reported."""
+        data = self._get(f"{self._base}/api/v3/balance", "balance")
+        value = data.get("balance")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
+
+    def _request_json(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        body: bytes | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One read-only request (no retries): the envelope's data, or a typed error."""
+        try:
+            response = self._http.request(
+                method,
+                url,
+                body=body,
+                fields=fields,
+                headers=self._headers(),
+                timeout=self._timeout,
+                retries=False,
+            )
+        except HTTPError as exc:
+            raise TransientError(f"{what}: {type(exc).__name__}", code="api_unreachable") from None
+        return self._envelope(response.status, response.data, what)
 
     def enhance_prompt(self, text: str, style: str = "default") -> str:
         """Runs WaveSpeed's prompt optimizer in sync mode and returns the improved prompt."""

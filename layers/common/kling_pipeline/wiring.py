@@ -33,6 +33,7 @@ def notifier() -> Notifier:
 def submit_service() -> SubmitService:
     from .submit.admission import Admission
     from .submit.aws import S3PromptFiles, SqsQueue, StepFunctionsWorkflows
+    from .submit.reconcile import Reconciler, TablePredictionOwners
     from .submit.refusal import Refuser
     from .submit.service import SubmitService
 
@@ -47,6 +48,11 @@ def submit_service() -> SubmitService:
         ledger=ledger(),
         api=clients.wavespeed(),
         workflows=StepFunctionsWorkflows(clients.stepfunctions(), settings.state_machine_arn),
+        reconciler=Reconciler(
+            clients.wavespeed(),
+            TablePredictionOwners(clients.dynamodb(), settings.jobs_table),
+            waits_s=settings.reconcile_waits_s,
+        ),
     )
     return SubmitService(
         settings,
@@ -79,7 +85,9 @@ def finalizer() -> Finalizer:
         concurrency=settings.copy_concurrency,
         attempts=settings.copy_attempts,
     )
-    return Finalizer(settings, s3=clients.s3(), copier=copier, notifier=notifier())
+    return Finalizer(
+        settings, s3=clients.s3(), copier=copier, notifier=notifier(), accounts=ledger()
+    )
 
 
 def reset() -> None:

@@ -201,6 +201,16 @@ class JobLedger(_JobItems):
             ExpressionAttributeValues={":t": {"S": _now_iso()}},
         )
 
+    def reopen_failed(self, job_id: str) -> bool:
+        """Lets a re-stored job's `completed` outcome replace its published `failed` one."""
+        return self._update(
+            job_id,
+            UpdateExpression="REMOVE terminal_status, terminal_error, terminal_lease_until, "
+            "notified_at",
+            ConditionExpression="terminal_status = :failed AND attribute_exists(notified_at)",
+            ExpressionAttributeValues={":failed": {"S": "failed"}},
+        )
+
     def claim_park(self, job_id: str) -> bool:
         """True for the one delivery of a job that parks it in the DLQ (duplicates race here)."""
         return self._update(

@@ -25,7 +25,13 @@ _DEFAULTS = PollSchedule()
 
 @dataclass(frozen=True)
 class Schedule:
-    """The poll schedule as data: how long to wait between checks, and until when."""
+    """The poll schedule as data: how long to wait between checks, and until when.
+
+    Two deadlines: a task waiting in WaveSpeed's queue (`created`, over the account's
+    concurrency) may wait until `queued_until`; once it is seen `processing`, its generation
+    has `generation_s` from that moment. `deadline_at` bounds both; a state written before the
+    two existed (`generation_s` 0) keeps it as its only deadline.
+    """
 
     first_wait_s: int = _DEFAULTS.first_wait_s
     interval_s: int = _DEFAULTS.interval_s
@@ -33,6 +39,9 @@ class Schedule:
     max_interval_s: int = _DEFAULTS.max_interval_s
     min_interval_s: int = _DEFAULTS.min_interval_s
     deadline_at: float = 0.0
+    generation_s: int = 0
+    queued_until: float = 0.0
+    queued_interval_s: int = _DEFAULTS.queued_interval_s
 
     @classmethod
     def starting(cls, plan: PollSchedule, now: float) -> Schedule:
@@ -42,8 +51,19 @@ class Schedule:
             backoff=plan.backoff,
             max_interval_s=plan.max_interval_s,
             min_interval_s=plan.min_interval_s,
-            deadline_at=now + plan.deadline_s,
+            deadline_at=now + plan.queued_deadline_s + plan.deadline_s,
+            generation_s=plan.deadline_s,
+            queued_until=now + plan.queued_deadline_s,
+            queued_interval_s=plan.queued_interval_s,
         )
+
+    def deadline(self, processing_since: float | None) -> float:
+        """When the job gives up: queued time and generation time are bounded separately."""
+        if self.generation_s <= 0:
+            return self.deadline_at
+        if processing_since is None:
+            return self.queued_until
+        return processing_since + self.generation_s
 
     def next_wait(self, polls: int) -> int:
         """The wait before poll number `polls + 1`: interval grown by backoff, capped, floored."""
@@ -59,6 +79,9 @@ class Schedule:
             "max_interval_s": self.max_interval_s,
             "min_interval_s": self.min_interval_s,
             "deadline_at": self.deadline_at,
+            "generation_s": self.generation_s,
+            "queued_until": self.queued_until,
+            "queued_interval_s": self.queued_interval_s,
         }
 
     @classmethod
@@ -70,6 +93,9 @@ class Schedule:
             max_interval_s=int(data.get("max_interval_s", _DEFAULTS.max_interval_s)),
             min_interval_s=int(data.get("min_interval_s", _DEFAULTS.min_interval_s)),
             deadline_at=float(data.get("deadline_at", 0.0)),
+            generation_s=int(data.get("generation_s", 0)),
+            queued_until=float(data.get("queued_until", 0.0)),
+            queued_interval_s=int(data.get("queued_interval_s", _DEFAULTS.queued_interval_s)),
         )
 
 
@@ -86,6 +112,14 @@ class Poll:
     has_nsfw_contents: tuple[bool, ...] = ()
     execution_time_ms: float | None = None
     error: ErrorDetail | None = None
+    #: When a status read first said `processing`: the generation deadline counts from here.
+    processing_since: float | None = None
+    #: Status reads in a row that could not be made (an outage): the job keeps waiting.
+    read_failures: int = 0
+    #: WaveSpeed's creation time of the task (ISO 8601): its outputs live 7 days from then.
+    created_at: str | None = None
+    #: WaveSpeed refunds a generation that failed or timed out: nothing was charged.
+    refunded: bool = False
 
     def to_dict(self) -> Json:
         body: Json = {"status": self.status, "polls": self.polls}
@@ -94,6 +128,10 @@ class Poll:
             "last_status": self.last_status,
             "checked_at": self.checked_at,
             "execution_time_ms": self.execution_time_ms,
+            "processing_since": self.processing_since,
+            "read_failures": self.read_failures or None,
+            "created_at": self.created_at,
+            "refunded": self.refunded or None,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         if self.status == COMPLETED:
@@ -108,6 +146,7 @@ class Poll:
         wait = data.get("wait_seconds")
         checked = data.get("checked_at")
         run_ms = data.get("execution_time_ms")
+        since = data.get("processing_since")
         return cls(
             status=str(data.get("status") or WAITING),
             polls=int(data.get("polls") or 0),
@@ -118,6 +157,10 @@ class Poll:
             has_nsfw_contents=tuple(bool(f) for f in data.get("has_nsfw_contents") or ()),
             execution_time_ms=float(run_ms) if run_ms is not None else None,
             error=ErrorDetail.from_json(data.get("error")),
+            processing_since=float(since) if since is not None else None,
+            read_failures=int(data.get("read_failures") or 0),
+            created_at=data.get("created_at"),
+            refunded=bool(data.get("refunded")),
         )
 
 
@@ -158,13 +201,16 @@ class JobSummary:
     metadata: Json = field(default_factory=dict)
     prompt_enhancement: Json | None = None
     submitted_at: str | None = None
+    #: This run only re-stores the outputs of a job that failed to store them (the re-store
+    #: command): it reads the result once and never waits for a generation.
+    restore: bool = False
 
     @property
     def duration(self) -> int:
         return int(self.input.get("duration", 5))
 
     def to_dict(self) -> Json:
-        return {
+        body: Json = {
             "job_id": self.job_id,
             "input": self.input,
             "source": self.source,
@@ -172,6 +218,9 @@ class JobSummary:
             "prompt_enhancement": self.prompt_enhancement,
             "submitted_at": self.submitted_at,
         }
+        if self.restore:
+            body["restore"] = True
+        return body
 
     @classmethod
     def from_dict(cls, data: Json) -> JobSummary:
@@ -183,6 +232,7 @@ class JobSummary:
             metadata=dict(data.get("metadata") or {}),
             prompt_enhancement=enhancement if isinstance(enhancement, dict) else None,
             submitted_at=data.get("submitted_at"),
+            restore=data.get("restore") is True,
         )
 
 

@@ -14,6 +14,7 @@ from ..observability import logger, metrics
 from ..settings import Settings
 from ..types import Json
 from .ports import GenerationApi, Ledger, Workflows
+from .reconcile import Reconciler
 
 SUBMIT_HINT = (
     "Check your WaveSpeed dashboard for a Kling task created around {at} with this prompt "
@@ -31,12 +32,14 @@ class Admission:
         ledger: Ledger,
         api: GenerationApi,
         workflows: Workflows,
+        reconciler: Reconciler | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
         self._api = api
         self._workflows = workflows
+        self._reconciler = reconciler
         self._clock = clock
 
     def admit(self, job: Job, source: Json) -> str | None:
@@ -64,10 +67,20 @@ class Admission:
             )
         prompt, enhancement = self._enhanced_prompt(job)
         sent_at = datetime.now(UTC).isoformat()
+        sent = self._clock()
         try:
             prediction_id = self._api.submit_generation(job.api_payload(prompt))
         except SubmitOutcomeUnknown as exc:
-            raise SubmitOutcomeUnknown(f"{exc.message}. {SUBMIT_HINT.format(at=sent_at)}") from None
+            # Never a second POST: the task is looked up in WaveSpeed's history instead.
+            returned = self._clock()
+            reconciler = self._reconciler
+            found = reconciler.find(job.job_id, prompt, sent, returned) if reconciler else None
+            if found is None or found.prediction_id is None:
+                evidence = f" Reconciling: {found.evidence}." if found else ""
+                raise SubmitOutcomeUnknown(
+                    f"{exc.message}.{evidence} {SUBMIT_HINT.format(at=sent_at)}"
+                ) from None
+            prediction_id = found.prediction_id
         except (TransientError, PermanentError):
             # Provably not accepted (429, refused, rejected): nothing was paid.
             self._ledger.release(job.job_id)

@@ -18,8 +18,14 @@ from .intake import Admit, FileFanOut, ReceivedMessage, file_refusal, plan_file,
 from .ports import Ledger, PromptFiles, Queue
 from .refusal import Redrive, Refusal, Refuser
 
-#: Codes of refusals that paid nothing and that fixing the cause lets a DLQ redrive run.
-REDRIVABLE_CODES = ("budget_exceeded", "api_key_missing")
+#: Codes of refusals that paid nothing and that fixing the cause lets a DLQ redrive run
+#: (a key set, activated or topped up; a new budget day).
+REDRIVABLE_CODES = (
+    "budget_exceeded",
+    "api_key_missing",
+    "api_key_not_activated",
+    "insufficient_balance",
+)
 
 
 class SubmitService:
