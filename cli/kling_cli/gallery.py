@@ -138,7 +138,12 @@ def _outputs(row: GalleryRow) -> str:
         if link is not None:
             lines.append(f'<div><a href="{_text(link)}">{_text(video.name)}</a>{_text(size)}</div>')
         else:
-            why = "quarantined, no link" if video.nsfw else "no link"
+            if video.nsfw:
+                why = "quarantined, no link"
+            else:
+                why = (
+                    "link not shown (only https or relative links are)" if video.src else "no link"
+                )
             lines.append(f"<div>{_text(video.name)}{_text(size)}: {_text(why)}</div>")
     return f'<div class="links">{"".join(lines)}</div>' if lines else ""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kling_pipeline.job.notification import job_cost
@@ -161,3 +161,30 @@ def row_from_record(
         ),
         videos=_videos(outputs, lambda output: output.get("url")),
     )
+
+
+_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """`--since`: an age (`90m`, `24h`, `7d`, `2w`) or an ISO date/time (UTC unless it says)."""
+    value = text.strip()
+    unit = _UNITS.get(value[-1:].lower())
+    if unit is not None and value[:-1].isdigit():
+        return now - timedelta(seconds=int(value[:-1]) * unit)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: give an age like 24h, 90m, 7d or a date like 2025-06-01"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def seen_since(record: JobRecord, since: datetime) -> bool:
+    """Whether the job appeared at or after `since` (records without a time are kept out)."""
+    try:
+        seen = datetime.fromisoformat(record.first_seen)
+    except ValueError:
+        return False
+    return (seen if seen.tzinfo else seen.replace(tzinfo=UTC)) >= since
