@@ -17,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help demo test test-fast lint build check-build bench soak clean chromium
 
 help:
-	@echo "make demo   - run one prompt through the whole pipeline locally (moto + simulator)"
+	@echo "make demo   - run one prompt through the whole pipeline locally (moto + simulator), print its gallery page"
 	@echo "make test   - the whole test suite"
 	@echo "make test-fast - the unit tier only (business rules against in-memory fakes)"
 	@echo "make lint   - ruff, mypy, sam validate --lint, cfn-lint, asl-validator, checkov"

@@ -23,6 +23,8 @@ from kling_pipeline.settings import Settings
 from . import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
 from .errors import CliError
 from .follow import Emit, Follower, FollowResult, Sleep, Tracked
+from .gallery import render_gallery
+from .gallery_rows import parse_since, row_from_record, seen_since
 from .jobs import STATUSES, Execution, JobReader, JobRecord, Json
 from .resources import DEFAULT_STACK, STACK_OUTPUTS, Connection, Resources, resolve_resources
 from .restore import add_parser as add_restore_parser
@@ -157,6 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--state", choices=STATUSES, help="only jobs in this state")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     _connection_options(listing, nested=True)
+
+    gallery = commands.add_parser(
+        "gallery",
+        help="an HTML page of recent jobs: videos, prompts, errors, cost",
+        description="Write one self-contained HTML page of recent jobs, newest first: each "
+        "job's video (presigned link), prompt and parameters, status, error, cost and timings.",
+    )
+    gallery.add_argument(
+        "--since", metavar="AGE|DATE", help="jobs seen since: 24h, 90m, 7d, or 2025-06-01"
+    )
+    gallery.add_argument("--state", choices=STATUSES, help="only jobs in this state")
+    gallery.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    gallery.add_argument(
+        "--out", type=Path, default=Path("gallery.html"), help="default gallery.html"
+    )
+    _link_option(gallery)
+    _connection_options(gallery, nested=True)
 
     watch = commands.add_parser(
         "watch",
@@ -469,12 +488,45 @@ def cmd_watch(args: argparse.Namespace, resources: ResourcesFactory, sleep: Slee
     return EXIT_OK if result.all_completed else EXIT_FAILED
 
 
+def cmd_gallery(args: argparse.Namespace, resources: ResourcesFactory, sleep: Sleep) -> int:
+    try:
+        since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    r = resources()
+    reader = JobReader(r)
+    records = [v for v in reader.scan(status=args.state) if since is None or seen_since(v, since)]
+    rows = []
+    for record in records[: args.limit]:
+        stored = record.status == "completed"
+        rows.append(
+            row_from_record(
+                record,
+                outputs=reader.outputs(record.job_id, link_expires_s=args.link_expires)
+                if stored
+                else [],
+                error=reader.error(record),
+                sidecar=reader.sidecar(record.job_id) if stored else None,
+            )
+        )
+    filters = [f"state {args.state}" if args.state else "", f"since {args.since}" if since else ""]
+    subtitle = ", ".join(f for f in [*filters, f"links valid {args.link_expires} s"] if f)
+    page = render_gallery(rows, title=f"{PROG}: {r.table}", subtitle=subtitle)
+    try:
+        args.out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror}", EXIT_USAGE) from None
+    print(f"wrote {args.out} ({len(rows)} of {len(records)} job(s))")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, ResourcesFactory, Sleep], int]] = {
     "submit": cmd_submit,
     "status": cmd_status,
     "list": cmd_list,
     "watch": cmd_watch,
     "restore": cmd_restore,
+    "gallery": cmd_gallery,
 }
 
 

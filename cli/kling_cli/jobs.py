@@ -101,15 +101,7 @@ class JobReader:
         these are signed with the caller's credentials. Flagged (NSFW) videos get no link,
         as in the notification.
         """
-        try:
-            body = self._r.s3.get_object(
-                Bucket=self._r.videos_bucket, Key=f"{VIDEOS_PREFIX}{job_id}/job.json"
-            )["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "AccessDenied"):
-                return []
-            raise
-        sidecar = json.loads(body)
+        sidecar = self.sidecar(job_id) or {}
         outputs: list[Json] = []
         for stored in sidecar.get("outputs") or []:
             output = dict(stored)
@@ -121,6 +113,19 @@ class JobReader:
                 )
             outputs.append(output)
         return outputs
+
+    def sidecar(self, job_id: str) -> Json | None:
+        """The job.json the finalize step writes next to a stored video (None without one)."""
+        try:
+            body = self._r.s3.get_object(
+                Bucket=self._r.videos_bucket, Key=f"{VIDEOS_PREFIX}{job_id}/job.json"
+            )["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "AccessDenied"):
+                return None
+            raise
+        sidecar = json.loads(body)
+        return sidecar if isinstance(sidecar, dict) else None
 
     @staticmethod
     def error(record: JobRecord) -> Json | None:

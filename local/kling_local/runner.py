@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summary))
         if args.out:
             print(f"wrote {args.out / 'notifications.jsonl'}", file=sys.stderr)
+            print(f"gallery: {(args.out / 'index.html').resolve()}", file=sys.stderr)
         if result.unfinished:
             print(
                 f"{len(result.unfinished)} job(s) did not reach a terminal notification: "
