@@ -6,14 +6,26 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.logging.types import LogRecord
 
+from .redact import redact_tree
 from .settings import load_settings
 
 SERVICE = "kling-pipeline"
 NAMESPACE = "KlingPipeline"
 F = TypeVar("F", bound=Callable[..., Any])
 
-logger = Logger(service=SERVICE)
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON log lines with every registered secret and credential shape masked:
+    error text from the API or a proxy can carry the key, and logs leave the process."""
+
+    def serialize(self, log: LogRecord) -> str:
+        return super().serialize(cast(LogRecord, redact_tree(dict(log))))
+
+
+logger = Logger(service=SERVICE, logger_formatter=RedactingFormatter())
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 

@@ -133,9 +133,9 @@ class S3PromptFiles:
         """The upload was replaced before it was read and its event names no version: find
         the version with its eTag (a versioned bucket), else refuse it with the reason."""
         try:
-            versions = self._s3.list_object_versions(
-                Bucket=upload.bucket, Prefix=upload.key
-            ).get("Versions", [])
+            versions = self._s3.list_object_versions(Bucket=upload.bucket, Prefix=upload.key).get(
+                "Versions", []
+            )
         except ClientError:
             versions = []
         for version in versions:
