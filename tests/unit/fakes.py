@@ -180,6 +180,8 @@ class FakeApi:
     fail_with: Exception | None = None
     key_error: Exception | None = None
     enhance_error: Exception | None = None
+    #: What the optimizer answers instead of the usual enhancement (any shape: a hostile API).
+    enhance_answer: object = None
 
     def check_credentials(self) -> None:
         if self.key_error is not None:
@@ -194,6 +196,8 @@ class FakeApi:
     def enhance_prompt(self, text: str, style: str = "default") -> str:
         if self.enhance_error is not None:
             raise self.enhance_error
+        if self.enhance_answer is not None:
+            return self.enhance_answer  # type: ignore[return-value]
         return f"{text}, cinematic lighting"
 
 
