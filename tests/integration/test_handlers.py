@@ -427,3 +427,50 @@ def test_finalize_publishes_when_an_earlier_attempt_crashed_before_publishing(
     assert answer["notified"] is True
     [envelope] = envelopes(pipeline, subscriber)
     assert json.loads(envelope["Message"])["status"] == "failed"
+
+
+def test_each_upload_runs_its_own_lines_once_when_two_versions_land_before_either_is_read(
+    pipeline: LocalPipeline,
+) -> None:
+    # Given two uploads to one key in a versioned bucket, both before any event is handled
+    key = "prompts/same-name.jsonl"
+    first, _ = s3_upload_event(pipeline, b'{"prompt": "Version one, a heron"}\n', key=key)
+    second, _ = s3_upload_event(pipeline, b'{"prompt": "Version two, a kingfisher"}\n', key=key)
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.job_queue_url)  # moto's own events
+
+    # When both events are handled, and the first one is delivered once more
+    for event in (first, second, first):
+        assert invoke(pipeline, "SubmitFunction", event) == {"batchItemFailures": []}
+    result = pipeline.run_until_idle(60)
+
+    # Then each version's line was paid once, under a job of its own, with its own prompt
+    prompts = sorted(task["prompt"] for task in simulator_of(pipeline).tasks())
+    assert prompts == ["Version one, a heron", "Version two, a kingfisher"]
+    completed = {n["job_id"]: n["input"]["prompt"] for n in result.notifications}
+    assert sorted(completed.values()) == prompts and len(completed) == 2
+    versions = {n["source"]["version_id"] for n in result.notifications}
+    assert versions == {version_of(first), version_of(second)}
+
+
+def test_forged_event_is_refused_with_a_reason_when_it_names_a_version_that_does_not_exist(
+    pipeline: LocalPipeline,
+) -> None:
+    # Given a real upload, and an event for its key naming a version S3 never made
+    event, key = s3_upload_event(pipeline, b'{"prompt": "A real line"}\n')
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.job_queue_url)
+    body = json.loads(event["Records"][0]["body"])
+    body["Records"][0]["s3"]["object"]["versionId"] = "forged-version-0001"
+    event["Records"][0]["body"] = json.dumps(body)
+
+    # When the forged event is handled
+    invoke(pipeline, "SubmitFunction", event)
+    result = pipeline.run_until_idle(30)
+
+    # Then nothing is paid; one rejection says why; the event is parked with the reason
+    assert simulator_of(pipeline).stats()["tasks_created"] == 0
+    [note] = result.notifications
+    assert note["status"] == "rejected" and "no such file or version" in note["error"]["message"]
+    parked = pipeline.sqs.receive_message(QueueUrl=pipeline.dlq_url, MessageAttributeNames=["All"])[
+        "Messages"
+    ]
+    assert "no such file or version" in parked[0]["MessageAttributes"]["reason"]["StringValue"]
