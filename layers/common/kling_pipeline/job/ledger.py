@@ -64,12 +64,8 @@ class _JobItems:
         return True
 
 
-class JobLedger(_JobItems):
-    """Conditional writes on the jobs table, one item per job id (`pk = job#<id>`)."""
-
-    def __init__(self, dynamodb: DynamoDBClient, table: str, *, ttl_days: int = 90) -> None:
-        super().__init__(dynamodb, table, ttl_days=ttl_days)
-        self._budget = DailyBudget(dynamodb, table, ttl_s=self._ttl_s)
+class _Claims(_JobItems):
+    """Who owns a job id: the claim for payment, a rejection's claim, their release."""
 
     def get(self, job_id: str) -> JobRecord | None:
         item = self._db.get_item(
@@ -158,6 +154,14 @@ class JobLedger(_JobItems):
             "ExpressionAttributeValues": {":submitting": {"S": Stage.SUBMITTING}},
         }
         self._conditional(self._db.delete_item, job_id, request)
+
+
+class JobLedger(_Claims):
+    """Conditional writes on the jobs table, one item per job id (`pk = job#<id>`)."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str, *, ttl_days: int = 90) -> None:
+        super().__init__(dynamodb, table, ttl_days=ttl_days)
+        self._budget = DailyBudget(dynamodb, table, ttl_s=self._ttl_s)
 
     def record_prediction(self, job_id: str, prediction_id: str, state: WorkflowState) -> None:
         """Stores the paid task's id, and the workflow it starts, before anything else can fail."""
