@@ -474,3 +474,36 @@ def test_forged_event_is_refused_with_a_reason_when_it_names_a_version_that_does
         "Messages"
     ]
     assert "no such file or version" in parked[0]["MessageAttributes"]["reason"]["StringValue"]
+
+
+class _ShortContext:
+    """A Lambda context with only `seconds` of the invocation left."""
+
+    function_name = "kling-local-SubmitFunction"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:submit"
+    aws_request_id = "short-context"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
+
+
+def test_submit_leaves_records_for_redelivery_when_the_invocation_is_nearly_over(
+    pipeline: LocalPipeline,
+) -> None:
+    # Given the SQS job event, handled by an invocation with 10 s left
+    event = load_event("submit-sqs-job.json")
+    handler, _ = pipeline.handlers[pipeline.names["SubmitFunction"]]
+
+    # When the submit function handles it
+    answer = handler(event, _ShortContext(10.0))
+
+    # Then no paid POST was started, nothing was claimed, and every record is left for SQS
+    assert simulator_of(pipeline).stats()["submit_requests"] == 0
+    assert pipeline.job_states() == {}
+    failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+    assert failed == {r["messageId"] for r in event["Records"]}

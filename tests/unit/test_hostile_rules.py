@@ -21,7 +21,7 @@ from kling_pipeline.redact import forget_secrets, register_secret
 from kling_pipeline.settings import Settings
 from kling_pipeline.submit.aws import S3PromptFiles
 from kling_pipeline.submit.intake import FileFanOut, PromptUpload, ReceivedMessage, take_in
-from kling_pipeline.submit.refusal import Refusal
+from kling_pipeline.submit.refusal import Refusal, Refuser
 from kling_pipeline.submit.signing import SIGNATURE_ATTRIBUTE, AttributeSigner
 from tests.unit.fakes import fake_signer
 from tests.unit.test_submit_rules import Harness, job
@@ -390,3 +390,39 @@ def test_signer_trusts_nothing_when_the_key_cannot_be_read() -> None:
     # When signing and verifying / Then nothing is signed and nothing verifies
     assert signer.sign("b", {"job_id": "x"}) == {}
     assert signer.verified("b", {"job_id": "x", SIGNATURE_ATTRIBUTE: "ab"}, ("job_id",)) == {}
+
+
+class _UnreadableFiles:
+    """A prompts bucket that fails every read with a server error."""
+
+    def read(self, upload: PromptUpload) -> bytes:
+        raise TransientError("could not read it: InternalError")
+
+
+def test_unreadable_prompt_file_ends_in_a_failed_notification_on_its_last_receive() -> None:
+    # Given a prompt file S3 fails to serve, and its event on its last allowed receive
+    h = Harness()
+    h.service = type(h.service)(
+        h.settings,
+        admission=h.admission,
+        refuser=Refuser(ledger=h.ledger, notifier=h.notifier, queue=h.queue, signer=fake_signer()),
+        ledger=h.ledger,
+        queue=h.queue,
+        prompt_files=_UnreadableFiles(),
+        signer=fake_signer(),
+    )
+    obj = {"key": "prompts/a.jsonl", "size": 10, "versionId": "v1"}
+    record = {"eventSource": "aws:s3", "s3": {"bucket": {"name": "b"}, "object": obj}}
+    body = json.dumps({"Records": [record]})
+
+    # When it is delivered before and on the last receive
+    with pytest.raises(TransientError):
+        h.deliver(body, receive_count=1)
+    h.deliver(body, receive_count=h.settings.max_receive_count)
+
+    # Then one failed notification says why, and the event is parked for redrive
+    assert [(n["status"], n["error"]["code"]) for n in h.notifier.published] == [
+        ("failed", "prompt_file_unreadable")
+    ]
+    [(_, attributes)] = h.queue.parked
+    assert attributes["error_code"] == "prompt_file_unreadable"
