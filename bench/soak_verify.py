@@ -85,6 +85,8 @@ class SoakReport:
     dead_letters_unexpected: int = 0
     dead_letter_extra_copies: int = 0
     dead_letters_without_reason: int = 0
+    #: Outputs (notifications, DLQ attributes) holding the API key.
+    leaks: int = 0
     timed_out: bool = False
     wall_s: float = 0.0
     jobs_per_s: float = 0.0
@@ -120,7 +122,7 @@ def _dead_letter_key(body: str) -> str:
     """An S3 event is recognised by its object key, any other message by its exact body."""
     try:
         decoded = json.loads(body)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # hostile bodies: bombs, deep nesting
         return body
     if isinstance(decoded, dict) and isinstance(decoded.get("Records"), list):
         keys = [r.get("s3", {}).get("object", {}).get("key", "") for r in decoded["Records"]]
@@ -152,6 +154,7 @@ class _Checker:
         self.objects = {obj["Key"]: obj for obj in pipeline.objects()}
         self.allowed_objects: set[str] = set()
         self.expected_ids: set[str] = set()
+        self.dead_letter_messages: list[dict[str, Any]] = []
 
     def violation(self, text: str) -> None:
         self.report.violations.append(text)
@@ -209,6 +212,7 @@ class _Checker:
         self.check_notifications()
         self.check_objects()
         self.check_dead_letters()
+        self.check_leaks()
         if "(timeout)" in self.result.unfinished:
             r.timed_out = True
             self.violation("the run timed out before the pipeline went idle")
@@ -366,6 +370,7 @@ class _Checker:
         r.dead_letters_expected = len(expected)
         seen_by_helper = len(self.pipeline.dead_letters())
         messages = read_dead_letters(self.pipeline)
+        self.dead_letter_messages = messages
         r.dead_letters = len(messages)
         if seen_by_helper != len(messages):
             r.notes.append(
@@ -392,6 +397,19 @@ class _Checker:
             if not (attributes.get("reason") or {}).get("StringValue"):
                 r.dead_letters_without_reason += 1
                 self.violation(f"DLQ message without a reason: {message['Body'][:120]}")
+
+    def check_leaks(self) -> None:
+        """No output may carry the API key, whatever an answer or a message echoed."""
+        secret = self.sim.config.api_key
+        outputs = [json.dumps(note) for note in self.result.notifications]
+        outputs += [
+            json.dumps(message.get("MessageAttributes") or {})
+            for message in self.dead_letter_messages
+        ]
+        for text in outputs:
+            if secret and secret in text:
+                self.report.leaks += 1
+                self.violation(f"the API key appears in an output: {text[:120]}")
 
 
 def verify(

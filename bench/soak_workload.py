@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_plus
 
 from kling_local.pipeline import LocalOptions, LocalPipeline
+from kling_pipeline.job.request import message_job_id
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 #: Kinds of job the soak plans; the first four are valid and must reach WaveSpeed once.
 MESSAGE = "message"  # JSON job message with an explicit job_id
-DERIVED = "derived"  # JSON job message without job_id: the id is msg-<SQS message id>
-PLAIN = "plain"  # plain-text body: the prompt itself, id msg-<SQS message id>
+DERIVED = "derived"  # JSON job message without job_id: the id is msg-<digest of the body>
+PLAIN = "plain"  # plain-text body: the prompt itself, id msg-<digest of the body>
 FILE_LINE = "file-line"  # a line of an uploaded .jsonl prompt file
 INVALID_MESSAGE = "invalid-message"
 INVALID_LINE = "invalid-line"
@@ -50,8 +51,8 @@ class Job:
     kind: str
     #: Unique per job, so simulator tasks map back to jobs; None when it never reaches WaveSpeed.
     prompt: str | None
-    #: Known in advance, filled in once the message is sent (msg-…), or None (file-… ids are
-    #: derived from the upload's S3 sequencer and attributed through the notification's source).
+    #: Known in advance (msg-… ids derive from the body), or None (file-… ids are derived
+    #: from the upload's version and attributed through the notification's source).
     job_id: str | None
     body: str | None = None
     file_key: str | None = None
@@ -100,7 +101,7 @@ class LostDeletes:
         if body.lstrip().startswith("{"):
             try:
                 decoded = json.loads(body)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # hostile bodies: bombs, deep nesting
                 decoded = None
         if isinstance(decoded, dict):
             for record in decoded.get("Records") or []:
@@ -216,20 +217,33 @@ def _valid_fields(rng: random.Random, index: int) -> dict[str, Any]:
     return fields
 
 
-def _invalid_body(variant: int, prompt: str, job_id: str) -> tuple[str, str | None]:
-    """An invalid job message and the job id its rejection must carry (None: msg-<id>)."""
+def _invalid_body(variant: int, prompt: str, job_id: str) -> tuple[str, str]:
+    """An invalid job message and the job id its rejection must carry: the one it names when
+    it can be read, else the one its body derives. Careless mistakes alternate with hostile
+    bodies (parse bombs, non-finite numbers, surrogates, wrappers, event look-alikes)."""
+    named = json.dumps({"prompt": prompt, "job_id": job_id})[:-1]  # '{"prompt": ..., "job_id": ..'
     bodies: list[tuple[dict[str, Any] | str, str | None]] = [
         ({"prompt": prompt, "duration": 7, "job_id": job_id}, job_id),
+        (named + ', "metadata": {"x": NaN}}', None),
         ({"prompt": prompt, "durration": 5, "job_id": job_id}, job_id),
+        (named + ', "metadata": {"n": ' + "9" * 5000 + "}}", None),
         ('{"prompt": "' + prompt + '", "job_id": "' + job_id + '"', None),
+        (named + ', "metadata": ' + '{"a": ' * 1200 + "1" + "}" * 1200 + "}", None),
         ({"prompt": "   ", "job_id": job_id}, job_id),
+        ("\ufeff[" + named + "}]", None),
         ({"prompt": prompt, "job_id": f"{job_id} has spaces!"}, None),
+        (json.dumps(f"{prompt} ({job_id})"), None),
         ({"prompt": prompt, "aspect_ratio": "4:3", "job_id": job_id}, job_id),
+        ({"prompt": "\u200b\u200d\u2060", "job_id": job_id}, job_id),
         ({"prompt": prompt, "guidance_scale": 1.5, "job_id": job_id}, job_id),
+        ({"prompt": prompt, "Records": [], "job_id": job_id}, job_id),
         ({"prompt": prompt, "metadata": ["not", "an", "object"], "job_id": job_id}, job_id),
+        (named + ', "duration": 5, "duration": 10}', None),
+        (named + ', "negative_prompt": "\\ud800"}', None),
     ]
     body, expected_id = bodies[variant % len(bodies)]
-    return (body if isinstance(body, str) else json.dumps(body)), expected_id
+    text = body if isinstance(body, str) else json.dumps(body)
+    return text, expected_id or message_job_id(text)
 
 
 def _prompt_file(
@@ -288,10 +302,10 @@ def plan_workload(
             prompt = f"{prompt} {COVERAGE_MARKERS[position]}"
             roll = 1.0  # an explicit job_id, so the job is easy to find in the report
         if roll < 0.08:
-            job = Job(label, PLAIN, prompt, None, body=prompt)
+            job = Job(label, PLAIN, prompt, message_job_id(prompt), body=prompt)
         elif roll < 0.16:
             body = json.dumps({"prompt": prompt, **_valid_fields(rng, index)})
-            job = Job(label, DERIVED, prompt, None, body=body)
+            job = Job(label, DERIVED, prompt, message_job_id(body), body=body)
         else:
             job_id = f"soak-{seed}-{index:04d}"
             body = json.dumps({"prompt": prompt, "job_id": job_id, **_valid_fields(rng, index)})

@@ -54,6 +54,10 @@ class FunctionHost:
     def add(self, name: str, handler: Handler, timeout_s: int) -> None:
         self._handlers[name] = (handler, timeout_s)
 
+    def handler(self, function_name: str) -> Handler:
+        """The loaded handler of a function, for tests that call it with their own context."""
+        return self._handlers[function_name][0]
+
     def invoke(self, function_name: str, event: dict[str, Any]) -> tuple[str, bool, str]:
         """Runs a handler as Lambda would and shapes errors the way Step Functions reads them."""
         handler, timeout = self._handlers[function_name]

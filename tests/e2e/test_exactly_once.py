@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from kling_local.pipeline import LocalPipeline, RunResult
 from kling_pipeline import clients, wiring
 from kling_pipeline.errors import TransientError
-from kling_pipeline.job.request import parse_message_body
+from kling_pipeline.job.request import message_job_id, parse_message_body
 from kling_pipeline.notify import Notifier
 from kling_pipeline.settings import load_settings
 from kling_pipeline.submit.admission import Admission
@@ -195,7 +195,10 @@ def test_one_task_per_line_when_an_event_with_the_same_sequencer_is_redelivered(
 ) -> None:
     # Given a prompt file in the bucket and a production-shaped S3 event for it, with sequencer
     key = "prompts/seq.jsonl"
-    pipeline.s3.put_object(Bucket=pipeline.prompts_bucket, Key=key, Body=b'{"prompt": "A bay"}\n')
+    put = pipeline.s3.put_object(
+        Bucket=pipeline.prompts_bucket, Key=key, Body=b'{"prompt": "A bay"}\n'
+    )
+    etag = put["ETag"].strip('"')
     pipeline.sqs.purge_queue(QueueUrl=pipeline.job_queue_url)  # the event moto sent for it
     record = {
         "eventVersion": "2.1",
@@ -203,7 +206,7 @@ def test_one_task_per_line_when_an_event_with_the_same_sequencer_is_redelivered(
         "eventName": "ObjectCreated:Put",
         "s3": {
             "bucket": {"name": pipeline.prompts_bucket},
-            "object": {"key": key, "size": 20, "eTag": "abc", "sequencer": "0067432D1C9A2B3C4D"},
+            "object": {"key": key, "size": 20, "eTag": etag, "sequencer": "0067432D1C9A2B3C4D"},
         },
     }
     body = json.dumps({"Records": [record]})
@@ -386,19 +389,15 @@ def test_each_invalid_message_is_rejected_and_parked_when_mixed_with_a_valid_one
         "bad-duration": json.dumps({"prompt": "Too long", "duration": 7, "job_id": "bad-duration"}),
         "good": json.dumps({"prompt": "A valid one", "job_id": "good"}),
     }
-    message_ids = {
-        name: pipeline.sqs.send_message(QueueUrl=pipeline.job_queue_url, MessageBody=body)[
-            "MessageId"
-        ]
-        for name, body in bodies.items()
-    }
+    for body in bodies.values():
+        pipeline.sqs.send_message(QueueUrl=pipeline.job_queue_url, MessageBody=body)
 
     # When the pipeline runs
     result = run(pipeline)
 
     # Then each invalid message gets one rejected notification naming the field it broke
     by_job = result.by_job()
-    malformed_job = f"msg-{message_ids['bad-json']}"
+    malformed_job = message_job_id(bodies["bad-json"])  # unreadable: named after its body
     assert statuses(result) == {
         malformed_job: ["rejected"],
         "typo": ["rejected"],

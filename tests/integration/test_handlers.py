@@ -14,6 +14,7 @@ from kling_local.pipeline import LocalPipeline
 from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline import clients, wiring
 from kling_pipeline.errors import TransientError
+from kling_pipeline.job.request import message_job_id
 from tests.conftest import load_event
 
 SCHEMA = "kling-pipeline.notification/v1"
@@ -87,17 +88,37 @@ def wait_for_status(pipeline: LocalPipeline, task_id: str, status: str) -> dict[
     raise AssertionError(f"simulator task {task_id} never reached {status}")
 
 
-def s3_upload_event(pipeline: LocalPipeline) -> tuple[dict[str, Any], str]:
-    """events/submit-s3-prompt-upload.json pointed at the moto prompts bucket, and its key."""
+def s3_upload_event(
+    pipeline: LocalPipeline, data: bytes | None = None, *, key: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """events/submit-s3-prompt-upload.json pointed at the moto prompts bucket, and its key.
+
+    With `data`, the file is uploaded first to the (versioned, as deployed) bucket and the
+    event names that very version, as S3 would."""
     event = load_event("submit-s3-prompt-upload.json")
     record = event["Records"][0]
     body = json.loads(record["body"])
     s3 = body["Records"][0]["s3"]
     s3["bucket"]["name"] = pipeline.prompts_bucket
     s3["bucket"]["arn"] = f"arn:aws:s3:::{pipeline.prompts_bucket}"
+    if key is not None:
+        s3["object"]["key"] = key
+    name = unquote_plus(s3["object"]["key"])
+    if data is not None:
+        pipeline.s3.put_bucket_versioning(
+            Bucket=pipeline.prompts_bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
+        put = pipeline.s3.put_object(Bucket=pipeline.prompts_bucket, Key=name, Body=data)
+        s3["object"].update(
+            {"versionId": put["VersionId"], "eTag": put["ETag"].strip('"'), "size": len(data)}
+        )
     record["body"] = json.dumps(body)
     record["eventSourceARN"] = pipeline.template.attrs["JobQueue"]["Arn"]
-    return event, unquote_plus(s3["object"]["key"])
+    return event, name
+
+
+def version_of(event: dict[str, Any]) -> str:
+    return str(json.loads(event["Records"][0]["body"])["Records"][0]["s3"]["object"]["versionId"])
 
 
 # ------------------------------------------------------------------------------ submit
@@ -108,7 +129,7 @@ def test_submit_starts_one_workflow_per_record_when_given_the_sqs_job_event(
 ) -> None:
     # Given the SQS event sam local invoke uses: a JSON job and a plain-text prompt
     event = load_event("submit-sqs-job.json")
-    message_ids = [r["messageId"] for r in event["Records"]]
+    job_ids = [message_job_id(r["body"]) for r in event["Records"]]
 
     # When the submit function handles it
     answer = invoke(pipeline, "SubmitFunction", event)
@@ -116,18 +137,16 @@ def test_submit_starts_one_workflow_per_record_when_given_the_sqs_job_event(
     # Then no record failed and each started its workflow, named after its derived job id
     assert answer == {"batchItemFailures": []}
     listed = pipeline.sfn.list_executions(stateMachineArn=pipeline.state_machine_arn)
-    assert sorted(e["name"] for e in listed["executions"]) == sorted(
-        f"msg-{m}" for m in message_ids
-    )
+    assert sorted(e["name"] for e in listed["executions"]) == sorted(job_ids)
     assert simulator_of(pipeline).stats()["tasks_created"] == 2
     # ... and both workflows end in a completed notification echoing the job
     result = pipeline.run_until_idle(60)
     by_job = result.by_job()
-    first = by_job[f"msg-{message_ids[0]}"]
+    first = by_job[job_ids[0]]
     assert [n["status"] for n in first] == ["completed"]
     assert first[0]["metadata"] == {"campaign": "demo"}
     assert first[0]["input"]["guidance_scale"] == 0.5
-    second = by_job[f"msg-{message_ids[1]}"]
+    second = by_job[job_ids[1]]
     assert [n["status"] for n in second] == ["completed"]
     assert second[0]["input"]["prompt"] == event["Records"][1]["body"]
 
@@ -136,13 +155,10 @@ def test_submit_queues_one_job_per_line_when_given_the_s3_upload_event(
     pipeline: LocalPipeline,
 ) -> None:
     # Given the prompt file the S3 event names, in the moto prompts bucket
-    event, key = s3_upload_event(pipeline)
     lines = [{"prompt": "A teaser, take one"}, {"prompt": "A teaser, take two", "duration": 10}]
-    pipeline.s3.put_object(
-        Bucket=pipeline.prompts_bucket,
-        Key=key,
-        Body="\n".join(json.dumps(line) for line in lines).encode(),
-    )
+    data = "\n".join(json.dumps(line) for line in lines).encode()
+    event, key = s3_upload_event(pipeline, data)
+    version = version_of(event)
     pipeline.sqs.purge_queue(QueueUrl=pipeline.job_queue_url)  # moto's own event for the put
 
     # When the submit function handles the event
@@ -164,7 +180,13 @@ def test_submit_queues_one_job_per_line_when_given_the_s3_upload_event(
         (
             "completed",
             json.dumps(
-                {"bucket": pipeline.prompts_bucket, "key": key, "line": line, "type": "s3"},
+                {
+                    "bucket": pipeline.prompts_bucket,
+                    "key": key,
+                    "line": line,
+                    "type": "s3",
+                    "version_id": version,
+                },
                 sort_keys=True,
             ),
         )
@@ -405,3 +427,83 @@ def test_finalize_publishes_when_an_earlier_attempt_crashed_before_publishing(
     assert answer["notified"] is True
     [envelope] = envelopes(pipeline, subscriber)
     assert json.loads(envelope["Message"])["status"] == "failed"
+
+
+def test_each_upload_runs_its_own_lines_once_when_two_versions_land_before_either_is_read(
+    pipeline: LocalPipeline,
+) -> None:
+    # Given two uploads to one key in a versioned bucket, both before any event is handled
+    key = "prompts/same-name.jsonl"
+    first, _ = s3_upload_event(pipeline, b'{"prompt": "Version one, a heron"}\n', key=key)
+    second, _ = s3_upload_event(pipeline, b'{"prompt": "Version two, a kingfisher"}\n', key=key)
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.job_queue_url)  # moto's own events
+
+    # When both events are handled, and the first one is delivered once more
+    for event in (first, second, first):
+        assert invoke(pipeline, "SubmitFunction", event) == {"batchItemFailures": []}
+    result = pipeline.run_until_idle(60)
+
+    # Then each version's line was paid once, under a job of its own, with its own prompt
+    prompts = sorted(task["prompt"] for task in simulator_of(pipeline).tasks())
+    assert prompts == ["Version one, a heron", "Version two, a kingfisher"]
+    completed = {n["job_id"]: n["input"]["prompt"] for n in result.notifications}
+    assert sorted(completed.values()) == prompts and len(completed) == 2
+    versions = {n["source"]["version_id"] for n in result.notifications}
+    assert versions == {version_of(first), version_of(second)}
+
+
+def test_forged_event_is_refused_with_a_reason_when_it_names_a_version_that_does_not_exist(
+    pipeline: LocalPipeline,
+) -> None:
+    # Given a real upload, and an event for its key naming a version S3 never made
+    event, key = s3_upload_event(pipeline, b'{"prompt": "A real line"}\n')
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.job_queue_url)
+    body = json.loads(event["Records"][0]["body"])
+    body["Records"][0]["s3"]["object"]["versionId"] = "forged-version-0001"
+    event["Records"][0]["body"] = json.dumps(body)
+
+    # When the forged event is handled
+    invoke(pipeline, "SubmitFunction", event)
+    result = pipeline.run_until_idle(30)
+
+    # Then nothing is paid; one rejection says why; the event is parked with the reason
+    assert simulator_of(pipeline).stats()["tasks_created"] == 0
+    [note] = result.notifications
+    assert note["status"] == "rejected" and "no such file or version" in note["error"]["message"]
+    parked = pipeline.sqs.receive_message(QueueUrl=pipeline.dlq_url, MessageAttributeNames=["All"])[
+        "Messages"
+    ]
+    assert "no such file or version" in parked[0]["MessageAttributes"]["reason"]["StringValue"]
+
+
+class _ShortContext:
+    """A Lambda context with only `seconds` of the invocation left."""
+
+    function_name = "kling-local-SubmitFunction"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:submit"
+    aws_request_id = "short-context"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
+
+
+def test_submit_leaves_records_for_redelivery_when_the_invocation_is_nearly_over(
+    pipeline: LocalPipeline,
+) -> None:
+    # Given the SQS job event, handled by an invocation with 10 s left
+    event = load_event("submit-sqs-job.json")
+    handler = pipeline.functions.handler(pipeline.names["SubmitFunction"])
+
+    # When the submit function handles it
+    answer = handler(event, _ShortContext(10.0))
+
+    # Then no paid POST was started, nothing was claimed, and every record is left for SQS
+    assert simulator_of(pipeline).stats()["submit_requests"] == 0
+    assert pipeline.job_states() == {}
+    failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+    assert failed == {r["messageId"] for r in event["Records"]}

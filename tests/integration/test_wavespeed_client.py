@@ -26,7 +26,7 @@ from tests.conftest import SimFactory
 
 KEY = "sim-test-key"
 ATTEMPTS = 3
-Reply = tuple[int, dict[str, str], dict[str, Any]]
+Reply = tuple[int, dict[str, str], Any]
 
 
 #: Simulator settings of this module's `make_sim` / `sim` fixtures (tests/conftest.py).
@@ -78,7 +78,7 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         self.server.requests.append((self.command, self.path))
         replies = self.server.replies
         status, headers, payload = replies.pop(0) if len(replies) > 1 else replies[0]
-        body = json.dumps(payload).encode()
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -621,3 +621,47 @@ def test_balance_reads_credit_when_asked(make_sim: SimFactory) -> None:
     # Given an account with $12.50 of credit / When reading the balance / Then it is reported
     sim = make_sim(balance_usd=12.5)
     assert Client(sim.base_url).api.balance_usd() == 12.5
+
+
+# ------------------------------------------------------------------------------ hostile answers
+
+
+@pytest.mark.parametrize("payload", [["a", "list"], None, b"\xff\xfe not utf-8", b"", 7])
+def test_submit_is_a_clear_refusal_when_a_4xx_body_is_not_an_object(
+    scripted: Callable[[list[Reply]], _ScriptedServer], payload: Any
+) -> None:
+    # Given an API refusing the submit with a body that is not a JSON object
+    server = scripted([(400, {}, payload)])
+
+    # When submitting / Then it is a permanent refusal (nothing was created), sent once
+    with pytest.raises(PermanentError) as caught:
+        Client(base_of(server)).api.submit_generation({"prompt": "a fox"})
+    assert caught.value.code == "api_rejected"
+    assert not isinstance(caught.value, SubmitOutcomeUnknown)
+    assert [method for method, _ in server.requests] == ["POST"]
+
+
+@pytest.mark.parametrize("prediction_id", ["../../admin", "a b", "x" * 129, "", 12, None])
+def test_submit_outcome_is_unknown_when_the_prediction_id_is_not_usable(
+    scripted: Callable[[list[Reply]], _ScriptedServer], prediction_id: Any
+) -> None:
+    # Given an API accepting the submit but answering an id unfit for a URL path or a tag
+    data = {"id": prediction_id, "status": "created"}
+    server = scripted([(200, {}, {"code": 200, "message": "success", "data": data})])
+
+    # When submitting / Then the outcome is unknown (a task may exist): never resubmitted
+    with pytest.raises(SubmitOutcomeUnknown):
+        Client(base_of(server)).api.submit_generation({"prompt": "a fox"})
+    assert len(server.requests) == 1
+
+
+def test_submit_error_masks_the_key_when_the_api_echoes_the_authorization_header(
+    scripted: Callable[[list[Reply]], _ScriptedServer],
+) -> None:
+    # Given a proxy echoing the request's Authorization header in its error
+    server = scripted([(400, {}, {"code": 400, "message": f"bad: Authorization: Bearer {KEY}"})])
+
+    # When submitting / Then the error names the refusal but not the key
+    with pytest.raises(PermanentError) as caught:
+        Client(base_of(server)).api.submit_generation({"prompt": "a fox"})
+    assert KEY not in caught.value.message and "[redacted]" in caught.value.message

@@ -9,6 +9,8 @@ from kling_pipeline.errors import ErrorDetail, TransientError
 from kling_pipeline.job.notification import Notification
 from kling_pipeline.job.record import REDRIVE_FROM_SCRATCH, JobRecord, Outcome, Stage
 from kling_pipeline.job.workflow import WorkflowState
+from kling_pipeline.submit.intake import PromptUpload
+from kling_pipeline.submit.signing import AttributeSigner
 from kling_pipeline.types import Json
 
 
@@ -23,10 +25,11 @@ class FakeLedger:
         return self.records.get(job_id)
 
     def claim_submission(
-        self, job_id: str, *, lease_s: int, job: Json, source: Json
+        self, job_id: str, *, lease_s: int, job: Json, source: Json, fingerprint: str = ""
     ) -> JobRecord | None:
-        if job_id in self.records:
-            return self.records[job_id]
+        existing = self.records.get(job_id)
+        if existing is not None and not existing.reusable:
+            return existing
         self.records[job_id] = JobRecord(
             job_id=job_id,
             stage=Stage.SUBMITTING,
@@ -34,8 +37,21 @@ class FakeLedger:
             job_input=job,
             source=source,
             created_at="2026-01-01T00:00:00+00:00",
+            fingerprint=fingerprint or None,
         )
         return None
+
+    def claim_rejection(self, job_id: str, fingerprint: str) -> JobRecord | None:
+        existing = self.records.get(job_id)
+        if existing is not None and not (existing.reusable and existing.fingerprint != fingerprint):
+            return existing
+        self.records[job_id] = JobRecord(job_id=job_id, fingerprint=fingerprint)
+        return None
+
+    def note_fingerprint(self, job_id: str, fingerprint: str) -> None:
+        record = self.records.get(job_id) or JobRecord(job_id=job_id)
+        if record.fingerprint is None:
+            self.records[job_id] = replace(record, fingerprint=fingerprint)
 
     def release(self, job_id: str) -> None:
         record = self.records.get(job_id)
@@ -113,6 +129,11 @@ class FakeLedger:
         self.spent[day] = self.spent.get(day, 0.0) - amount_usd
 
 
+def fake_signer(key: str = "test-api-key-0123456789") -> AttributeSigner:
+    """A signer keyed like the pipeline's, from a fixed stand-in API key."""
+    return AttributeSigner(lambda: key)
+
+
 class FakeNotifier:
     """Publishes through the ledger's terminal claim, as the SNS notifier does."""
 
@@ -159,6 +180,8 @@ class FakeApi:
     fail_with: Exception | None = None
     key_error: Exception | None = None
     enhance_error: Exception | None = None
+    #: What the optimizer answers instead of the usual enhancement (any shape: a hostile API).
+    enhance_answer: object = None
 
     def check_credentials(self) -> None:
         if self.key_error is not None:
@@ -173,6 +196,8 @@ class FakeApi:
     def enhance_prompt(self, text: str, style: str = "default") -> str:
         if self.enhance_error is not None:
             raise self.enhance_error
+        if self.enhance_answer is not None:
+            return self.enhance_answer  # type: ignore[return-value]
         return f"{text}, cinematic lighting"
 
 
@@ -197,5 +222,5 @@ class FakePromptFiles:
 
     files: dict[str, bytes] = field(default_factory=dict)
 
-    def read(self, bucket: str, key: str, size: int) -> bytes:
-        return self.files[key]
+    def read(self, upload: PromptUpload) -> bytes:
+        return self.files[upload.key]

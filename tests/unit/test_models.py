@@ -93,15 +93,31 @@ def test_prompt_accepted_when_within_bounds_after_trim(prompt: str) -> None:
     assert job.prompt == prompt.strip()
 
 
-def test_plain_text_body_is_the_prompt_when_not_json_object() -> None:
-    # Given a body that does not start with "{" (a bare prompt, even one that looks like JSON)
+def test_plain_text_body_is_the_prompt_when_not_json_at_all() -> None:
+    # Given a body that is not JSON of any kind
     # When parsing it
     job = parse_message_body("  a cat surfing a wave\n")
-    listy = parse_message_body('["not", "an", "object"]')
 
     # Then the trimmed text is the prompt and every default applies
     assert job == JobRequest(prompt="a cat surfing a wave")
-    assert listy.prompt == '["not", "an", "object"]'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '["not", "an", "object"]',
+        '"a quoted prompt"',
+        "42",
+        "null",
+        '\ufeff{"prompt": "x", "duration": 7}',
+        '[{"prompt": "a fox", "job_id": "j1"}]',
+    ],
+)
+def test_json_body_that_is_not_a_valid_job_object_is_rejected_never_a_prompt(body: str) -> None:
+    # Given a body that is JSON but not a valid job object (or an object behind a BOM)
+    # When / Then parsing it is an error, never a plain-text prompt that would pay
+    with pytest.raises(ValidationError):
+        parse_message_body(body)
 
 
 def test_plain_text_body_rejected_when_blank() -> None:
@@ -150,8 +166,11 @@ def test_guidance_scale_accepted_when_within_zero_to_one(guidance: float) -> Non
         (job_body(guidance_scale=1.1), "guidance_scale", "between 0 and 1"),
         (job_body(guidance_scale=True), "guidance_scale", "number"),
         (job_body(guidance_scale="0.5"), "guidance_scale", "number"),
-        ('{"prompt": "fox", "guidance_scale": NaN}', "guidance_scale", "between 0 and 1"),
-        ('{"prompt": "fox", "guidance_scale": Infinity}', "guidance_scale", "between 0 and 1"),
+        ('{"prompt": "fox", "guidance_scale": NaN}', "guidance_scale", "not a JSON number"),
+        ('{"prompt": "fox", "metadata": {"w": Infinity}}', "w", "not a JSON number"),
+        ('{"prompt": "fox", "duration": 5, "duration": 10}', "duration", "more than once"),
+        ('{"prompt": "fox", "guidance_scale": 1' + "0" * 400 + "}", "body", "digits"),
+        ('{"prompt": "fox", "guidance_scale": Infinity}', "guidance_scale", "not a JSON number"),
         (job_body(enhance_prompt="yes"), "enhance_prompt", "true or false"),
         (job_body(enhance_prompt=1), "enhance_prompt", "true or false"),
         (job_body(enhance_prompt=None), "enhance_prompt", "true or false"),
@@ -213,12 +232,13 @@ def test_metadata_measured_as_utf8_json_when_non_ascii() -> None:
     assert rejection(job_body(metadata={"title": "é" * 1100})).field == "metadata"
 
 
-def test_metadata_validated_without_crash_when_holding_lone_surrogate() -> None:
+def test_metadata_rejected_without_crash_when_holding_lone_surrogate() -> None:
     # Given metadata with an escaped lone surrogate (valid JSON, not encodable UTF-8)
     body = '{"prompt": "fox", "metadata": {"k": "\\ud800"}}'
 
-    # When parsing / Then it is measured like any other text and kept
-    assert parse_message_body(body).metadata == {"k": "\ud800"}
+    # When parsing / Then it is refused as invalid Unicode, never published later
+    with pytest.raises(ValidationError, match="surrogate"):
+        parse_message_body(body)
 
 
 @pytest.mark.parametrize("job_id", ["a", "A" * 64, "abc_DEF-123", "-_-"])
@@ -418,16 +438,16 @@ def message_job_id(body: str, message_id: str) -> str:
     return intake.job.job_id
 
 
-def test_message_job_id_stable_when_same_message_redelivered() -> None:
-    # Given one job without an id, delivered twice with the same SQS message id
+def test_message_job_id_follows_the_body_not_the_message_id_when_none_is_named() -> None:
+    # Given one body delivered under two message ids (a redrive, a re-send), and another body
     body = "a fox"
 
     # When deriving its id each time
     first = message_job_id(body, "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
-    again = message_job_id(body, "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
-    other = message_job_id(body, "0f1e2d3c-aaaa-bbbb-cccc-000000000002")
+    again = message_job_id(body, "0f1e2d3c-aaaa-bbbb-cccc-000000000002")
+    other = message_job_id("a fox ", "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
 
-    # Then a redelivery maps to the same job, a new message to another, both valid job ids
+    # Then the identical body is one job whatever its message id, another body another job
     assert first == again
     assert first != other
     for job_id in (first, other):

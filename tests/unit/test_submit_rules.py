@@ -10,7 +10,7 @@ import pytest
 from kling_pipeline.errors import PermanentError, SubmitOutcomeUnknown, TransientError
 from kling_pipeline.job.prompt_file import parse_prompt_file
 from kling_pipeline.job.record import Outcome, Stage
-from kling_pipeline.job.request import parse_message_body
+from kling_pipeline.job.request import message_job_id, parse_message_body
 from kling_pipeline.settings import Settings
 from kling_pipeline.submit.admission import Admission
 from kling_pipeline.submit.intake import (
@@ -31,6 +31,7 @@ from tests.unit.fakes import (
     FakePromptFiles,
     FakeQueue,
     FakeWorkflows,
+    fake_signer,
 )
 
 SOURCE = {"type": "sqs", "message_id": "m-1"}
@@ -55,10 +56,13 @@ class Harness:
         self.service = SubmitService(
             self.settings,
             admission=self.admission,
-            refuser=Refuser(ledger=self.ledger, notifier=self.notifier, queue=self.queue),
+            refuser=Refuser(
+                ledger=self.ledger, notifier=self.notifier, queue=self.queue, signer=fake_signer()
+            ),
             ledger=self.ledger,
             queue=self.queue,
             prompt_files=self.files,
+            signer=fake_signer(),
         )
 
     def deliver(self, body: str, *, message_id: str = "m-1", receive_count: int = 1) -> None:
@@ -86,13 +90,14 @@ def job(**fields: object) -> str:
 # ------------------------------------------------------------------------------ intake
 
 
-def test_intake_admits_a_plain_text_prompt_under_its_message_id() -> None:
+def test_intake_admits_a_plain_text_prompt_under_an_id_derived_from_its_body() -> None:
     # Given / When a plain-text body arrives
     intake = take_in(ReceivedMessage(message_id="abc", body="A lighthouse in a storm"))
 
-    # Then it is a job with all defaults, named after the message
+    # Then it is a job with all defaults, named after its content (not its message id)
     assert isinstance(intake, Admit)
-    assert intake.job.job_id == "msg-abc"
+    assert intake.job.job_id == message_job_id("A lighthouse in a storm")
+    assert intake.job.job_id.startswith("msg-") and "abc" not in intake.job.job_id
     assert intake.job.input["prompt"] == "A lighthouse in a storm"
     assert intake.source == {"type": "sqs", "message_id": "abc"}
     assert not intake.redriven
@@ -134,7 +139,7 @@ def test_intake_fans_out_each_named_file_when_given_an_s3_event() -> None:
 
     # Then the file is named decoded, with the marker that makes its job ids
     assert intake == FileFanOut(
-        (PromptUpload("prompts-bucket", "prompts/launch teasers.jsonl", "0A1", 31),)
+        (PromptUpload("prompts-bucket", "prompts/launch teasers.jsonl", sequencer="0A1", size=31),)
     )
 
 
@@ -160,7 +165,7 @@ def test_intake_tells_s3_events_from_jobs_by_their_shape(body: str, expected: ob
 def test_file_plan_queues_valid_lines_and_refuses_the_invalid_one_naming_its_line() -> None:
     # Given a three-line prompt file whose second line is invalid
     data = b'{"prompt": "a"}\n{"prompt": "b", "duration": 3}\n{"prompt": "c", "job_id": "c-1"}\n'
-    upload = PromptUpload("bucket", "in/jobs.jsonl", "seq-1", len(data))
+    upload = PromptUpload("bucket", "in/jobs.jsonl", sequencer="seq-1", size=len(data))
     entries = parse_prompt_file(upload.key, data, max_bytes=10_000, max_jobs=10)
 
     # When planning it

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import strict_json
 from .errors import TransientError
 from .job.ledger import JobLedger
 from .job.notification import Notification
 from .observability import logger, metrics
+from .redact import redact, redact_tree
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
+
+#: SNS takes 256 KiB per message, attributes included: every notification stays well below.
+MAX_MESSAGE_BYTES = 200 * 1024
+#: Fields that echo what a sender wrote (or an API answered): clipped when a message is large.
+ECHOED = ("input", "metadata", "source", "error", "prompt_enhancement")
+#: Character budget per echoed field, first pass then last resort.
+ECHO_BUDGETS = (16_384, 2_048)
 
 METRIC_BY_STATUS = {
     "completed": "JobsCompleted",
@@ -52,7 +60,7 @@ class Notifier:
         try:
             self._sns.publish(
                 TopicArn=self._topic,
-                Message=json.dumps(notification.to_json(), separators=(",", ":")),
+                Message=notification_message(notification),
                 MessageAttributes={
                     "status": {"DataType": "String", "StringValue": notification.status},
                     "job_id": {"DataType": "String", "StringValue": notification.job_id},
@@ -64,7 +72,7 @@ class Notifier:
             with contextlib.suppress(ClientError, BotoCoreError):
                 self._ledger.release_terminal(notification.job_id, notification.status)
             raise TransientError(
-                f"could not publish the {notification.status} notification: {exc}",
+                redact(f"could not publish the {notification.status} notification: {exc}"),
                 code="notify_failed",
             ) from None
         self._ledger.mark_notified(notification.job_id)
@@ -74,3 +82,24 @@ class Notifier:
             extra={"job_id": notification.job_id, "status": notification.status},
         )
         return True
+
+
+def notification_message(notification: Notification) -> str:
+    """The SNS message body: strict JSON, secrets masked, under SNS's size limit whatever
+    the job echoed (a hostile body, a 90 KB field name, a long API error)."""
+    body: dict[str, Any] = redact_tree(notification.to_json())
+    text = strict_json.dumps(body)
+    for budget in ECHO_BUDGETS:
+        if len(text.encode()) <= MAX_MESSAGE_BYTES:
+            return text
+        body = {
+            name: strict_json.clip(value, budget=budget) if name in ECHOED else value
+            for name, value in body.items()
+        }
+        body["truncated"] = True
+        text = strict_json.dumps(body)
+    if len(text.encode()) <= MAX_MESSAGE_BYTES:
+        return text
+    # Outputs or extra fields too large on their own: keep what identifies the outcome.
+    keep = ("schema", "job_id", "status", "request_id", "model", "error", "cost")
+    return strict_json.dumps({name: body.get(name) for name in keep} | {"truncated": True})

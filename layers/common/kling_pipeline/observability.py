@@ -6,16 +6,28 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.logging.types import LogRecord
 
+from .redact import redact_tree
 from .settings import load_settings
 
 NAMESPACE = "KlingPipeline"
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON log lines with every registered secret and credential shape masked:
+    error text from the API or a proxy can carry the key, and logs leave the process."""
+
+    def serialize(self, log: LogRecord) -> str:
+        return super().serialize(cast(LogRecord, redact_tree(dict(log))))
+
+
 # The service name comes from POWERTOOLS_SERVICE_NAME, which template.yaml sets to the stack name:
 # two stacks in one account (dev, prod) then log and count under separate names, and the
 # dashboard of each reads only its own figures.
-logger = Logger()
+logger = Logger(logger_formatter=RedactingFormatter())
 metrics = Metrics(namespace=NAMESPACE)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 MASK = "[redacted]"
 #: Credentials in common shapes, whatever their value: header echoes, bearer tokens, secrets.
@@ -52,3 +53,18 @@ def redact(text: str) -> str:
         else:
             text = pattern.sub(MASK, text)
     return text
+
+
+def redact_tree(value: Any) -> Any:
+    """A copy of a JSON-like value with every string (keys included) passed through `redact`.
+
+    Redacting the encoded JSON text instead could cut through an escape sequence and leave
+    invalid JSON; redacting each string keeps the document well-formed.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(key)): redact_tree(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(item) for item in value]
+    return value

@@ -79,6 +79,10 @@ class Settings:
     reconcile_waits_s: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0, 16.0)
     http_timeout_s: float = 10.0
     daily_budget_usd: float = 0.0
+    #: Only prompt files in this bucket, under this prefix, are read (an S3-event-shaped
+    #: message naming anything else is refused). Empty bucket: not checked (tests).
+    prompts_bucket: str = ""
+    prompts_prefix: str = "prompts/"
     max_prompt_file_bytes: int = 1024 * 1024
     max_jobs_per_file: int = 1000
     max_output_bytes: int = 2 * 1024**3
@@ -133,6 +137,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         job_queue_url=env.get("JOB_QUEUE_URL", ""),
         dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL", ""),
         api_key_secret=env.get("API_KEY_SECRET", ""),
+        prompts_bucket=env.get("PROMPTS_BUCKET", ""),
         api_base=env.get("WAVESPEED_API_BASE", "") or base.api_base,
         api_key_override=env.get("WAVESPEED_API_KEY_OVERRIDE", ""),
         allowed_output_hosts=hosts,

@@ -48,20 +48,34 @@ def _max_depth(text: str) -> int:
     return deepest
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValidationError("body", f"must be strict JSON: {name} is not a JSON number")
+class _NonFinite(str):
+    """Stands for NaN/Infinity until the object holding it names the field."""
+
+
+def _mark_constant(name: str) -> Any:
+    return _NonFinite(name)
+
+
+def _refuse_non_finite(where: str, name: str) -> ValidationError:
+    return ValidationError(where, f"must be strict JSON: {name} is not a JSON number")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValidationError(_field_name(key), "appears more than once in the object")
+            raise ValidationError(field_name(key), "appears more than once in the object")
+        if isinstance(value, _NonFinite):
+            raise _refuse_non_finite(field_name(key), value)
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, _NonFinite):
+                    raise _refuse_non_finite(field_name(key), item)
         result[key] = value
     return result
 
 
-def _field_name(key: str) -> str:
+def field_name(key: str) -> str:
     """A field name safe to echo in an error: a hostile key can be 90 KB long."""
     return key if len(key) <= 64 else f"{key[:61]}..."
 
@@ -96,7 +110,7 @@ def loads(text: str, *, limits: JsonLimits = DEFAULT_LIMITS, what: str = "body")
             stripped,
             parse_int=parse_int,
             parse_float=parse_float,
-            parse_constant=_refuse_constant,
+            parse_constant=_mark_constant,
             object_pairs_hook=_no_duplicates,
         )
     except json.JSONDecodeError as exc:
@@ -105,9 +119,23 @@ def loads(text: str, *, limits: JsonLimits = DEFAULT_LIMITS, what: str = "body")
         ) from None
     except RecursionError:  # belt and braces: the depth scan should have caught it
         raise ValidationError(what, "nests too deeply") from None
+    _refuse_leftover_constants(decoded, what)
     if _SURROGATE.search(stripped) or ("\\u" in stripped.lower() and _has_surrogate(decoded)):
         raise ValidationError(what, "holds a lone UTF-16 surrogate, which is not valid Unicode")
     return decoded
+
+
+def _refuse_leftover_constants(value: Any, what: str) -> None:
+    """NaN/Infinity at the top or inside nested lists, where no field names them."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _NonFinite):
+            raise _refuse_non_finite(what, item)
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
 
 
 def _has_surrogate(value: Any) -> bool:
@@ -125,6 +153,21 @@ def _has_surrogate(value: Any) -> bool:
     return False
 
 
+def decodes_as_json(text: str) -> bool:
+    """True when `text` is some JSON document (any type), strict or not; cheap on bombs.
+
+    Numbers are not converted, so a 5,000-digit integer costs nothing here.
+    """
+    stripped = text.removeprefix(BOM).strip()
+    if not stripped or stripped[0] in "{[":
+        return looks_like_json(text)
+    try:
+        json.loads(stripped, parse_int=len, parse_float=len, parse_constant=len)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return True
+
+
 def looks_like_json(text: str) -> bool:
     """True when a body was meant as JSON: a plain-text prompt never starts like this."""
     stripped = text.removeprefix(BOM).lstrip()
@@ -137,26 +180,52 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
     return json.dumps(value, allow_nan=False, indent=indent, separators=separators)
 
 
-def clip(value: Any, *, max_chars: int = 512, max_items: int = 32, depth: int = 4) -> Any:
+def clip(
+    value: Any,
+    *,
+    max_chars: int = 512,
+    max_items: int = 32,
+    depth: int = 4,
+    budget: int = 16_384,
+) -> Any:
     """A bounded copy of a (possibly hostile) decoded value, for echoing back in a refusal:
-    long strings and keys are cut, long containers truncated, deep ones summarised."""
-    if isinstance(value, str):
-        return value if len(value) <= max_chars else value[:max_chars] + "..."
-    if isinstance(value, bool | int | float) or value is None:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return value
-    if depth <= 0:
-        return "..."
-    if isinstance(value, dict):
-        items = list(value.items())[:max_items]
-        return {
-            _field_name(str(k)): clip(v, max_chars=max_chars, max_items=max_items, depth=depth - 1)
-            for k, v in items
-        }
-    if isinstance(value, list):
-        return [
-            clip(v, max_chars=max_chars, max_items=max_items, depth=depth - 1)
-            for v in value[:max_items]
-        ]
-    return str(value)[:max_chars]
+    long strings and keys are cut, long containers truncated, deep ones summarised, and the
+    whole copy holds at most about `budget` characters of text however wide the input."""
+    left = [budget]
+
+    def text(raw: str, limit: int) -> str:
+        limit = max(0, min(limit, left[0]))
+        cut = raw if len(raw) <= limit else raw[:limit] + "..."
+        left[0] -= len(cut) + 2
+        return cut
+
+    def walk(item: Any, level: int) -> Any:
+        if isinstance(item, str):
+            return text(item, max_chars)
+        if isinstance(item, bool) or item is None:
+            return item
+        if isinstance(item, int | float):
+            if isinstance(item, float) and not math.isfinite(item):
+                return None
+            if isinstance(item, int) and abs(item) >= 10**20:
+                return "(an integer too long to echo)"
+            return item
+        if level <= 0 or left[0] <= 0:
+            return "..."
+        if isinstance(item, dict):
+            out: dict[str, Any] = {}
+            for key, sub in list(item.items())[:max_items]:
+                if left[0] <= 0:
+                    break
+                out[text(field_name(str(key)), 64)] = walk(sub, level - 1)
+            return out
+        if isinstance(item, list | tuple):
+            items: list[Any] = []
+            for sub in list(item)[:max_items]:
+                if left[0] <= 0:
+                    break
+                items.append(walk(sub, level - 1))
+            return items
+        return text(str(item), max_chars)
+
+    return walk(value, depth)

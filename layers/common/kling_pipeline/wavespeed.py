@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from urllib3.exceptions import (
 
 from . import MODEL_ID, PROMPT_OPTIMIZER_MODEL
 from .errors import PermanentError, SubmitOutcomeUnknown, TransientError
+from .redact import redact, register_secret
 from .wavespeed_shapes import account_refusal, execution_ms, nsfw_flags, task_code
 
 TERMINAL_FAILURES = {"failed", "cancelled", "timeout", "deleted"}
@@ -27,6 +29,10 @@ QUEUED = {"created", "pending", "queued"}
 RETRYABLE_HTTP = {429, 500, 502, 503, 504}
 #: Envelope codes of WaveSpeed's own server errors (internal, unavailable, timed out): retried.
 SERVER_ERROR_CODES = {5000, 5003, 5004}
+#: What a prediction id may look like before it goes into a URL path, an S3 tag or a name.
+PREDICTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+#: API text quoted in an error: enough to diagnose, bounded for notifications and logs.
+MAX_API_TEXT = 300
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,27 @@ class RetryPolicy:
 
 
 def _is_json_object(raw: bytes) -> bool:
+    return bool(_json_object(raw))
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """The answer's JSON object, or {} for anything else (a list, null, not UTF-8, a bomb)."""
     try:
-        return isinstance(json.loads(raw or b""), dict)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _api_text(body: dict[str, Any], raw: bytes) -> str:
+    """The API's own words for an error: untrusted, so bounded and with secrets masked."""
+    message = body.get("message")
+    text = (
+        message
+        if isinstance(message, str) and message
+        else raw[:MAX_API_TEXT].decode("utf-8", "replace")
+    )
+    return redact(text[:MAX_API_TEXT])
 
 
 class ThrottledSubmit(TransientError):
@@ -120,8 +143,10 @@ class WaveSpeedClient:
             )
 
     def _headers(self) -> dict[str, str]:
+        key = self._api_key()
+        register_secret(key)  # masked in anything an API answer echoes back
         return {
-            "Authorization": f"Bearer {self._api_key()}",
+            "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",
             "User-Agent": "kling-pipeline/1",
         }
@@ -129,13 +154,8 @@ class WaveSpeedClient:
     @staticmethod
     def _envelope(status: int, raw: bytes, what: str) -> dict[str, Any]:
         """Returns `data` of a successful envelope; anything else becomes a typed error."""
-        try:
-            body = json.loads(raw or b"{}")
-        except json.JSONDecodeError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        message = str(body.get("message") or raw[:200].decode("utf-8", "replace"))
+        body = _json_object(raw)
+        message = _api_text(body, raw)
         if status in RETRYABLE_HTTP:
             raise TransientError(f"{what}: HTTP {status}: {message}", code=f"http_{status}")
         refusal = account_refusal(status, message)
@@ -191,20 +211,26 @@ class WaveSpeedClient:
                     raise ThrottledSubmit("submit: WaveSpeed answered 429", code="rate_limited")
                 self._sleep(self._retry.delay(attempt, _retry_after(response.headers), self._rng))
                 continue
-            if response.status == 200 and not _is_json_object(response.data):
+            if 200 <= response.status < 300 and not _is_json_object(response.data):
                 raise SubmitOutcomeUnknown(
-                    "WaveSpeed accepted the submit request (HTTP 200) but its answer could not "
-                    "be read; a task may have been created"
+                    f"WaveSpeed accepted the submit request (HTTP {response.status}) but its "
+                    "answer could not be read; a task may have been created"
                 )
+            # Any success is read as one: a task may exist, so it must not read as a refusal.
+            response_status = 200 if 200 <= response.status < 300 else response.status
             if response.status >= 500:
                 raise SubmitOutcomeUnknown(
                     f"WaveSpeed answered HTTP {response.status} to the submit request; "
                     "a task may or may not have been created"
                 )
-            data = self._envelope(response.status, response.data, "submit")
+            data = self._envelope(response_status, response.data, "submit")
             prediction_id = data.get("id")
-            if not isinstance(prediction_id, str) or not prediction_id:
-                raise SubmitOutcomeUnknown("the submit answer carried no prediction id")
+            if not isinstance(prediction_id, str) or not PREDICTION_ID.match(prediction_id):
+                # Accepted, so a task may exist: never resubmit, never put this in a URL.
+                raise SubmitOutcomeUnknown(
+                    "the submit answer carried no usable prediction id "
+                    f"({redact(repr(prediction_id)[:80])})"
+                )
             return prediction_id
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -335,7 +361,12 @@ class WaveSpeedClient:
         except HTTPError as exc:
             raise TransientError(f"prompt optimizer: {type(exc).__name__}") from None
         data = self._envelope(response.status, response.data, "prompt optimizer")
-        outputs = data.get("outputs") or []
-        if data.get("status") != "completed" or not outputs or not isinstance(outputs[0], str):
-            raise PermanentError(f"prompt optimizer: no result (status {data.get('status')})")
+        outputs = data.get("outputs")
+        status = redact(str(data.get("status"))[:40])
+        if data.get("status") != "completed" or not isinstance(outputs, list) or not outputs:
+            raise PermanentError(f"prompt optimizer: no result (status {status})")
+        if not isinstance(outputs[0], str):
+            raise PermanentError(
+                f"prompt optimizer: its result is a {type(outputs[0]).__name__}, not text"
+            )
         return outputs[0].strip()

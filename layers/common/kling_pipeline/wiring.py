@@ -36,8 +36,10 @@ def submit_service() -> SubmitService:
     from .submit.reconcile import Reconciler, TablePredictionOwners
     from .submit.refusal import Refuser
     from .submit.service import SubmitService
+    from .submit.signing import AttributeSigner
 
     settings = load_settings()
+    signer = AttributeSigner(lambda: clients.api_key(settings))
     queue = SqsQueue(
         clients.sqs(),
         job_queue_url=settings.job_queue_url,
@@ -57,10 +59,11 @@ def submit_service() -> SubmitService:
     return SubmitService(
         settings,
         admission=admission,
-        refuser=Refuser(ledger=ledger(), notifier=notifier(), queue=queue),
+        refuser=Refuser(ledger=ledger(), notifier=notifier(), queue=queue, signer=signer),
         ledger=ledger(),
         queue=queue,
         prompt_files=S3PromptFiles(clients.s3(), settings.max_prompt_file_bytes),
+        signer=signer,
     )
 
 

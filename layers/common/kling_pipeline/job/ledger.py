@@ -64,12 +64,8 @@ class _JobItems:
         return True
 
 
-class JobLedger(_JobItems):
-    """Conditional writes on the jobs table, one item per job id (`pk = job#<id>`)."""
-
-    def __init__(self, dynamodb: DynamoDBClient, table: str, *, ttl_days: int = 90) -> None:
-        super().__init__(dynamodb, table, ttl_days=ttl_days)
-        self._budget = DailyBudget(dynamodb, table, ttl_s=self._ttl_s)
+class _Claims(_JobItems):
+    """Who owns a job id: the claim for payment, a rejection's claim, their release."""
 
     def get(self, job_id: str) -> JobRecord | None:
         item = self._db.get_item(
@@ -78,9 +74,13 @@ class JobLedger(_JobItems):
         return JobRecord.from_item(dict(item)) if item else None
 
     def claim_submission(
-        self, job_id: str, *, lease_s: int, job: Json, source: Json
+        self, job_id: str, *, lease_s: int, job: Json, source: Json, fingerprint: str = ""
     ) -> JobRecord | None:
-        """Takes the job for submission; returns None when won, else the existing record."""
+        """Takes the job for submission; returns None when won, else the existing record.
+
+        A job id whose only outcome was a notified `rejected` (nothing claimed, nothing paid)
+        is taken over: the corrected message runs under it.
+        """
         now = time.time()
         claim = JobRecord(
             job_id=job_id,
@@ -89,21 +89,62 @@ class JobLedger(_JobItems):
             job_input=job,
             source=source,
             created_at=_now_iso(),
+            fingerprint=fingerprint or None,
         )
+        if self._put_unless_owned(claim, now):
+            return None
+        existing = self.get(job_id)
+        if existing is None:  # released between our write and read: try once more
+            return self.claim_submission(
+                job_id, lease_s=lease_s, job=job, source=source, fingerprint=fingerprint
+            )
+        return existing
+
+    def claim_rejection(self, job_id: str, fingerprint: str) -> JobRecord | None:
+        """Takes a never-claimed job id for a rejection of the request `fingerprint`.
+
+        None when taken (the id was free, or only an earlier rejection of a different request
+        held it); else the record that owns the id, untouched.
+        """
+        now = time.time()
+        claim = JobRecord(job_id=job_id, fingerprint=fingerprint, created_at=_now_iso())
+        if self._put_unless_owned(claim, now, unless_same=fingerprint):
+            return None
+        existing = self.get(job_id)
+        return existing if existing is not None else self.claim_rejection(job_id, fingerprint)
+
+    def _put_unless_owned(self, record: JobRecord, now: float, unless_same: str = "") -> bool:
+        """Writes a fresh item for the job unless a claimed or non-rejected job owns its id."""
+        condition = (
+            "attribute_not_exists(pk) OR (attribute_not_exists(#s) AND terminal_status = :rej "
+            "AND attribute_exists(notified_at))"
+        )
+        values: dict[str, Any] = {":rej": {"S": "rejected"}}
+        if unless_same:
+            # The same rejected request again is a duplicate delivery, not a new rejection.
+            condition = condition[:-1] + " AND NOT fingerprint = :fp)"
+            values[":fp"] = {"S": unless_same}
         try:
             self._db.put_item(
                 TableName=self._table,
-                Item={**claim.to_item(), "expires_at": {"N": str(int(now + self._ttl_s))}},
-                ConditionExpression="attribute_not_exists(pk)",
+                Item={**record.to_item(), "expires_at": {"N": str(int(now + self._ttl_s))}},
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues=values,
             )
-            return None
         except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
-        existing = self.get(job_id)
-        if existing is None:  # released between our write and read: try once more
-            return self.claim_submission(job_id, lease_s=lease_s, job=job, source=source)
-        return existing
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def note_fingerprint(self, job_id: str, fingerprint: str) -> None:
+        """Records which request owns a job id refused without a claim (budget, missing key)."""
+        self._update(
+            job_id,
+            UpdateExpression="SET fingerprint = if_not_exists(fingerprint, :fp), job_id = :j",
+            ExpressionAttributeValues={":fp": {"S": fingerprint}, ":j": {"S": job_id}},
+        )
 
     def release(self, job_id: str) -> None:
         """Forgets a claim whose POST provably created nothing, so a redelivery can retry."""
@@ -113,6 +154,14 @@ class JobLedger(_JobItems):
             "ExpressionAttributeValues": {":submitting": {"S": Stage.SUBMITTING}},
         }
         self._conditional(self._db.delete_item, job_id, request)
+
+
+class JobLedger(_Claims):
+    """Conditional writes on the jobs table, one item per job id (`pk = job#<id>`)."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str, *, ttl_days: int = 90) -> None:
+        super().__init__(dynamodb, table, ttl_days=ttl_days)
+        self._budget = DailyBudget(dynamodb, table, ttl_s=self._ttl_s)
 
     def record_prediction(self, job_id: str, prediction_id: str, state: WorkflowState) -> None:
         """Stores the paid task's id, and the workflow it starts, before anything else can fail."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from .. import strict_json
 from ..errors import PermanentError, ValidationError
 from .request import JobRequest, parse_job_object, requested_job_id
 
@@ -34,7 +34,8 @@ class FileEntry:
 
 
 def file_job_id(bucket: str, key: str, upload_marker: str, position: int) -> str:
-    """Duplicate S3 events of one upload share its sequencer; a re-upload gets a new one."""
+    """Duplicate S3 events of one upload share its marker (the object version, else the
+    event's sequencer or eTag); a re-upload is a new version, hence new job ids."""
     digest = hashlib.sha256(f"{bucket}/{key}@{upload_marker}".encode()).hexdigest()[:24]
     return f"file-{digest}-{position}"
 
@@ -69,11 +70,9 @@ def parse_prompt_file(key: str, data: bytes, *, max_bytes: int, max_jobs: int) -
                 entries.append(_entry(number, f"{key} line {number}", _decoder(line), line))
     else:
         try:
-            decoded = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PromptFileRejected(
-                f"{key}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-            ) from None
+            decoded = strict_json.loads(text, what="file")
+        except ValidationError as exc:
+            raise PromptFileRejected(f"{key}: {exc.message}") from None
         items: list[Any] = decoded if isinstance(decoded, list) else [decoded]
         for index, item in enumerate(items, start=1):
             entries.append(
@@ -88,11 +87,8 @@ def parse_prompt_file(key: str, data: bytes, *, max_bytes: int, max_jobs: int) -
 
 def _decoder(line: str) -> Callable[[], JobRequest]:
     def decode() -> JobRequest:
-        try:
-            decoded = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValidationError("line", f"is not valid JSON ({exc.msg})") from None
-        return parse_job_object(decoded)
+        # Strict: one parse bomb (a 5,000-digit number, deep nesting) fails its own line only.
+        return parse_job_object(strict_json.loads(line, what="line"))
 
     return decode
 

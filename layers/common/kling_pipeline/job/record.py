@@ -101,6 +101,8 @@ class JobRecord:
     parked_at: str | None = None
     #: Set on a refusal a DLQ redrive may retry: the stage to resume, or REDRIVE_FROM_SCRATCH.
     redrivable: str | None = None
+    #: Digest of the request (or refused body) that owns this job id: another one is a conflict.
+    fingerprint: str | None = None
 
     @property
     def notified(self) -> bool:
@@ -124,6 +126,11 @@ class JobRecord:
         if self.terminal_status is not None and (self.notified or self.stage is None):
             return self.terminal_status.value
         return self.stage.value if self.stage is not None else ""
+
+    @property
+    def reusable(self) -> bool:
+        """Only a `rejected` outcome, never claimed for payment: the id may be sent again."""
+        return self.stage is None and self.terminal_status is Outcome.REJECTED and self.notified
 
     @property
     def workflow(self) -> WorkflowState | None:
@@ -162,6 +169,7 @@ class JobRecord:
             notified_at=_text(item, "notified_at"),
             parked_at=_text(item, "parked_at"),
             redrivable=_text(item, "redrivable"),
+            fingerprint=_text(item, "fingerprint"),
         )
 
     def to_item(self) -> dict[str, Any]:
@@ -177,6 +185,7 @@ class JobRecord:
             "notified_at": self.notified_at,
             "parked_at": self.parked_at,
             "redrivable": self.redrivable,
+            "fingerprint": self.fingerprint,
         }
         item.update({name: {"S": value} for name, value in texts.items() if value is not None})
         objects = {

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import strict_json
 from ..errors import ValidationError
 from ..types import Json
 
@@ -28,6 +31,21 @@ JOB_FIELDS = (
     "job_id",
     "metadata",
 )
+
+
+def fingerprint_of(text: str) -> str:
+    """A short stable digest of a request: equal requests (or equal raw bodies) share it."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def message_job_id(body: str) -> str:
+    """The job id of a message that names none, derived from its exact body.
+
+    Not from the SQS message id: a redrive from the dead-letter queue, a re-send of a message
+    SQS parked, or a second send of the identical body all get new message ids, and each would
+    otherwise pay again. Sending the identical body twice is therefore one job.
+    """
+    return f"msg-{fingerprint_of(body)}"
 
 
 def price_usd(duration: int) -> float:
@@ -98,6 +116,11 @@ class Job:
         """The job message that redelivers this very job (used for prompt-file fan-out)."""
         return {**self.request.to_message(), "job_id": self.job_id}
 
+    @property
+    def fingerprint(self) -> str:
+        """What a second message under this job id must match to be the same request."""
+        return fingerprint_of(json.dumps(self.to_message(), sort_keys=True))
+
     def api_payload(self, prompt: str | None = None) -> Json:
         """The body WaveSpeed's Kling endpoint expects; `prompt` overrides with an enhanced one."""
         request = self.request
@@ -113,6 +136,15 @@ class Job:
         return body
 
 
+def has_visible_text(text: str) -> bool:
+    """True when `text` shows something: a letter, mark, number, punctuation or symbol.
+
+    Whitespace and format characters (zero-width spaces and joiners, bidi marks, soft hyphens)
+    render as nothing, so a prompt made only of them would pay for a video of nothing asked.
+    """
+    return any(unicodedata.category(char)[0] in "LMNPS" for char in text)
+
+
 def _text(obj: Json, name: str, *, required: bool) -> str | None:
     value = obj.get(name)
     if value is None:
@@ -122,8 +154,8 @@ def _text(obj: Json, name: str, *, required: bool) -> str | None:
     if not isinstance(value, str):
         raise ValidationError(name, f"must be a string, got {type(value).__name__}")
     trimmed = value.strip()
-    if required and not trimmed:
-        raise ValidationError(name, "must not be empty")
+    if required and not has_visible_text(trimmed):
+        raise ValidationError(name, "must not be empty (it needs at least one visible character)")
     if len(trimmed) > MAX_PROMPT_CHARS:
         raise ValidationError(
             name, f"must be at most {MAX_PROMPT_CHARS} characters, got {len(trimmed)}"
@@ -163,7 +195,8 @@ def parse_job_object(obj: Any) -> JobRequest:
     unknown = sorted(set(obj) - set(JOB_FIELDS))
     if unknown:
         raise ValidationError(
-            unknown[0], f"is not a known field (allowed: {', '.join(JOB_FIELDS)})"
+            strict_json.field_name(str(unknown[0])),
+            f"is not a known field (allowed: {', '.join(JOB_FIELDS)})",
         )
     prompt = _text(obj, "prompt", required=True) or ""
     negative = _text(obj, "negative_prompt", required=False) or None
@@ -198,15 +231,14 @@ def parse_job_object(obj: Any) -> JobRequest:
 
 
 def parse_message_body(body: str) -> JobRequest:
-    """A JSON job object, or plain text that is the prompt itself with all defaults."""
-    if body.lstrip().startswith("{"):
-        try:
-            decoded = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(
-                "body", f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-            ) from None
-        return parse_job_object(decoded)
+    """A strict JSON job object, or plain text that is the prompt itself with all defaults.
+
+    A body is plain text only when it neither looks like JSON nor decodes as JSON: a JSON
+    array, string or number (or an object behind a byte-order mark) is an error, never a
+    prompt, so its `job_id` cannot be lost and paid for again on a resend.
+    """
+    if strict_json.looks_like_json(body) or strict_json.decodes_as_json(body):
+        return parse_job_object(strict_json.loads(body))
     return parse_job_object({"prompt": body})
 
 
@@ -214,8 +246,8 @@ def requested_job_id(raw: Any) -> str | None:
     """The valid `job_id` of a decoded (possibly invalid) job object, if it names one."""
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
+            raw = strict_json.loads(raw)
+        except ValidationError:
             return None
     if isinstance(raw, dict):
         job_id = raw.get("job_id")
@@ -225,9 +257,14 @@ def requested_job_id(raw: Any) -> str | None:
 
 
 def echo_of(body: str) -> Json:
-    """What a rejected message asked for, as far as it can be read."""
+    """What a rejected message asked for, as far as it can be read, bounded for echoing."""
+    if not (strict_json.looks_like_json(body) or strict_json.decodes_as_json(body)):
+        return {"prompt": strict_json.clip(body, max_chars=MAX_PROMPT_CHARS)}
     try:
-        decoded = json.loads(body)
-    except (json.JSONDecodeError, ValueError):
-        return {} if body.lstrip().startswith("{") else {"prompt": body[:MAX_PROMPT_CHARS]}
-    return decoded if isinstance(decoded, dict) else {}
+        decoded = strict_json.loads(body)
+    except ValidationError:
+        return {}
+    if not isinstance(decoded, dict):
+        return {}
+    clipped = strict_json.clip(decoded, max_chars=MAX_PROMPT_CHARS)
+    return clipped if isinstance(clipped, dict) else {}

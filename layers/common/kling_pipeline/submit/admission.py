@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ..errors import BudgetExceeded, PermanentError, SubmitOutcomeUnknown, TransientError
-from ..job.record import JobRecord, Stage
-from ..job.request import Job
+from ..job.record import JobRecord, Stage, encode
+from ..job.request import MAX_PROMPT_CHARS, Job, has_visible_text
 from ..job.workflow import JobSummary, WorkflowState
 from ..observability import logger, metrics
 from ..settings import Settings
@@ -16,10 +16,25 @@ from ..types import Json
 from .ports import GenerationApi, Ledger, Workflows
 from .reconcile import Reconciler
 
+#: Time a submit needs beyond its read timeout: connect retries, 429 backoff, ledger and start.
+SUBMIT_MARGIN_S = 30.0
+NOT_STARTED = "not_started"
+
 SUBMIT_HINT = (
     "Check your WaveSpeed dashboard for a Kling task created around {at} with this prompt "
     "before resubmitting; resubmit with a new job_id only if none exists."
 )
+
+
+class JobIdConflict(PermanentError):
+    """The job id belongs to a different request: this message must not touch that job."""
+
+    default_code = "job_id_conflict"
+
+
+def no_deadline() -> float:
+    """Time left when nothing bounds the call (tests, the local runner without a context)."""
+    return float("inf")
 
 
 class Admission:
@@ -42,17 +57,27 @@ class Admission:
         self._reconciler = reconciler
         self._clock = clock
 
-    def admit(self, job: Job, source: Json) -> str | None:
+    def admit(
+        self, job: Job, source: Json, *, time_left: Callable[[], float] = no_deadline
+    ) -> str | None:
         """Submits `job` unless its id was seen; returns the prediction id when it ran now.
 
-        Raises PermanentError (with its code) when the job cannot run, TransientError when a
-        later delivery may succeed.
+        Raises PermanentError (with its code) when the job cannot run, JobIdConflict when its
+        id belongs to another request, TransientError when a later delivery may succeed.
+        `time_left` (seconds) bounds the invocation: a paid POST that could not finish in it
+        is never started; the message is left for SQS to deliver again.
         """
         self._api.check_credentials()
+        self._ensure_time(job, time_left)
         existing = self._ledger.claim_submission(
-            job.job_id, lease_s=self._settings.submit_lease_s, job=job.to_message(), source=source
+            job.job_id,
+            lease_s=self._settings.submit_lease_s,
+            job=job.to_message(),
+            source=source,
+            fingerprint=job.fingerprint,
         )
         if existing is not None:
+            self._check_same_request(job, existing)
             self._resume(existing)
             return None
 
@@ -66,6 +91,13 @@ class Admission:
                 f"${cap:.2f} for {day}; the message is parked in the dead-letter queue for redrive"
             )
         prompt, enhancement = self._enhanced_prompt(job)
+        try:
+            self._ensure_time(job, time_left, enhancing=False)
+        except TransientError:
+            self._ledger.release(job.job_id)
+            if cap > 0:
+                self._ledger.refund_budget(day, price)
+            raise
         sent_at = datetime.now(UTC).isoformat()
         sent = self._clock()
         try:
@@ -102,6 +134,36 @@ class Admission:
         self._start(job.job_id, state)
         return prediction_id
 
+    def _ensure_time(
+        self, job: Job, time_left: Callable[[], float], *, enhancing: bool = True
+    ) -> None:
+        calls = 2 if enhancing and job.request.enhance_prompt else 1
+        needed = calls * self._settings.submit_timeout_s + SUBMIT_MARGIN_S
+        left = time_left()
+        if left < needed:
+            raise TransientError(
+                f"not started: {left:.0f} s left in this invocation, a submit needs up to "
+                f"{needed:.0f} s; the message is left for another delivery",
+                code=NOT_STARTED,
+            )
+
+    @staticmethod
+    def _check_same_request(job: Job, existing: JobRecord) -> None:
+        if existing.fingerprint is not None:
+            same = existing.fingerprint == job.fingerprint
+        else:  # records written before fingerprints: compare the stored message
+            same = not existing.job_input or encode(existing.job_input) == encode(job.to_message())
+        if not same:
+            raise JobIdConflict(
+                f"job_id {job.job_id!r} already belongs to a different request "
+                f"(status: {existing.status or 'in progress'}); this message was not run and "
+                "that job was left unchanged. Send it again with a new job_id."
+            )
+        if existing.stage is None and not existing.notified:
+            raise TransientError(
+                "another delivery is settling this job right now", code="in_progress"
+            )
+
     def _resume(self, existing: JobRecord) -> None:
         if existing.stage is Stage.SUBMITTING:
             if not existing.lease_expired:
@@ -134,11 +196,28 @@ class Admission:
             return prompt, None
         try:
             enhanced = self._api.enhance_prompt(prompt)
+            usable_enhancement(enhanced)
         except (TransientError, PermanentError) as exc:
             logger.warning("prompt optimizer failed", extra={"job_id": job.job_id})
             return prompt, {
                 "status": "failed",
-                "error": exc.message,
+                "error": exc.message[:500],
                 "note": "the job was submitted with the original prompt",
             }
         return enhanced, {"status": "applied", "enhanced_prompt": enhanced}
+
+
+def usable_enhancement(enhanced: object) -> None:
+    """The optimizer's answer must itself be a valid prompt, or the original one is used."""
+    if not isinstance(enhanced, str):
+        raise PermanentError(
+            f"prompt optimizer answered a {type(enhanced).__name__}, not text", code="enhance"
+        )
+    if not has_visible_text(enhanced):
+        raise PermanentError("prompt optimizer answered an empty prompt", code="enhance")
+    if len(enhanced) > MAX_PROMPT_CHARS:
+        raise PermanentError(
+            f"prompt optimizer answered {len(enhanced)} characters, more than the "
+            f"{MAX_PROMPT_CHARS} a prompt may have",
+            code="enhance",
+        )

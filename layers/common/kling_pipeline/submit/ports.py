@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ErrorDetail
 from ..job.notification import Notification
 from ..job.record import JobRecord, Stage
 from ..job.workflow import WorkflowState
 from ..types import Json
+
+if TYPE_CHECKING:
+    from .intake import PromptUpload
 
 
 class Ledger(Protocol):
@@ -17,8 +20,12 @@ class Ledger(Protocol):
     def get(self, job_id: str) -> JobRecord | None: ...
 
     def claim_submission(
-        self, job_id: str, *, lease_s: int, job: Json, source: Json
+        self, job_id: str, *, lease_s: int, job: Json, source: Json, fingerprint: str = ""
     ) -> JobRecord | None: ...
+
+    def claim_rejection(self, job_id: str, fingerprint: str) -> JobRecord | None: ...
+
+    def note_fingerprint(self, job_id: str, fingerprint: str) -> None: ...
 
     def release(self, job_id: str) -> None: ...
 
@@ -82,5 +89,6 @@ class Workflows(Protocol):
 class PromptFiles(Protocol):
     """Reads an uploaded prompt file."""
 
-    def read(self, bucket: str, key: str, size: int) -> bytes:
-        """The file's bytes; PromptFileRejected (too big, gone) or TransientError."""
+    def read(self, upload: PromptUpload) -> bytes:
+        """The bytes of the version the upload's event names; PromptFileRejected (too big,
+        gone, a version that does not exist) or TransientError."""

@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 from ..errors import ErrorDetail, TransientError
 from ..job.notification import Notification, job_cost
 from ..job.record import Outcome, Stage
+from ..observability import logger, metrics
+from ..redact import redact
 from ..types import Json
+from .signing import AttributeSigner
 
 if TYPE_CHECKING:
     from .intake import ReceivedMessage
@@ -18,6 +21,11 @@ if TYPE_CHECKING:
 SOURCE_ATTRIBUTE = "kp-source"
 #: Set on every parked message: a redrive of it is the same job, never a new paid one.
 PARKED_JOB_ATTRIBUTE = "job_id"
+#: The attributes only the pipeline may set: each travels with a signature (`signing`).
+INTERNAL_ATTRIBUTES = (SOURCE_ATTRIBUTE, PARKED_JOB_ATTRIBUTE)
+#: The DLQ `reason` is read by people and alarms, not parsed: a bounded, redacted sentence.
+MAX_REASON_CHARS = 1000
+JOB_ID_CONFLICT = "job_id_conflict"
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,9 @@ class Refusal:
     #: The duration that was paid for, when a task was created: the notification's cost.
     paid_duration: int | None = None
     redrive: Redrive | None = None
+    #: Digest of what was refused: the same refusal again is a duplicate delivery, a
+    #: different one under the same job id is a conflict.
+    fingerprint: str | None = None
 
     def notification(self) -> Notification:
         return Notification(
@@ -60,14 +71,31 @@ class Refusal:
 class Refuser:
     """Sends a refusal's one terminal notification, parks its message, marks it redrivable."""
 
-    def __init__(self, *, ledger: Ledger, notifier: Notifier, queue: Queue) -> None:
+    def __init__(
+        self, *, ledger: Ledger, notifier: Notifier, queue: Queue, signer: AttributeSigner
+    ) -> None:
         self._ledger = ledger
         self._notifier = notifier
         self._queue = queue
+        self._signer = signer
 
     def refuse(self, refusal: Refusal, message: ReceivedMessage | None) -> None:
         """`message` is what gets parked in the dead-letter queue; None parks nothing (a
-        prompt-file line has no message of its own)."""
+        prompt-file line has no message of its own).
+
+        A rejection never displaces the job that owns its id: when that id belongs to a
+        claimed (possibly paid) job or to a different refused request, the message is parked
+        as a conflict and that job's record and notification are left alone.
+        """
+        if refusal.status is Outcome.REJECTED and refusal.fingerprint is not None:
+            owner = self._ledger.claim_rejection(refusal.job_id, refusal.fingerprint)
+            if owner is not None and (
+                owner.stage is not None or owner.fingerprint != refusal.fingerprint
+            ):
+                self.park_conflict(refusal.job_id, refusal.error, message)
+                return
+        elif refusal.fingerprint is not None:
+            self._ledger.note_fingerprint(refusal.job_id, refusal.fingerprint)
         self._notifier.publish_outcome(refusal.notification())
         # Only one delivery parks: a duplicate whose twin parked the job parks nothing.
         if message is not None and self._ledger.claim_park(refusal.job_id):
@@ -81,14 +109,34 @@ class Refuser:
         if refusal.redrive is not None:
             self._ledger.mark_redrivable(refusal.job_id, resume=refusal.redrive.resume)
 
-    @staticmethod
-    def _park_attributes(refusal: Refusal, message: ReceivedMessage) -> dict[str, str]:
+    def park_conflict(
+        self, job_id: str, error: ErrorDetail, message: ReceivedMessage | None
+    ) -> None:
+        """Parks a message whose job id belongs to another request; touches no job record."""
+        metrics.add_metric(name="JobIdConflicts", unit="Count", value=1)
+        reason = (
+            f"job_id {job_id!r} already belongs to a different request; this message was not "
+            f"run and that job was left unchanged (this message: {error.message})"
+        )
+        logger.warning("job id conflict parked", extra={"job_id": job_id})
+        if message is None:
+            return  # a prompt-file line: its file is in S3, the conflict is in the log
+        attributes = {"reason": _reason(reason), "error_code": JOB_ID_CONFLICT}
+        attributes.update(self._internal(message, {}))
+        self._queue.park(message.body or " ", attributes)
+
+    def _park_attributes(self, refusal: Refusal, message: ReceivedMessage) -> dict[str, str]:
         error = refusal.error
-        attributes = {
-            "reason": error.message[:1000] or error.code,
-            "error_code": error.code,
-            PARKED_JOB_ATTRIBUTE: refusal.job_id,
-        }
-        if message.source_attribute:
-            attributes[SOURCE_ATTRIBUTE] = message.source_attribute
+        attributes = {"reason": _reason(error.message or error.code), "error_code": error.code}
+        attributes.update(self._internal(message, {PARKED_JOB_ATTRIBUTE: refusal.job_id}))
         return attributes
+
+    def _internal(self, message: ReceivedMessage, internal: dict[str, str]) -> dict[str, str]:
+        """The internal attributes to park with, signed over the parked body."""
+        if message.source_attribute:
+            internal = {**internal, SOURCE_ATTRIBUTE: message.source_attribute}
+        return self._signer.sign(message.body or " ", internal)
+
+
+def _reason(text: str) -> str:
+    return redact(text)[:MAX_REASON_CHARS]

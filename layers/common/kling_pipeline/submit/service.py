@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
@@ -13,10 +14,19 @@ from ..job.prompt_file import PromptFileRejected, parse_prompt_file
 from ..job.record import Outcome, Stage
 from ..observability import logger
 from ..settings import Settings
-from .admission import Admission
-from .intake import Admit, FileFanOut, ReceivedMessage, file_refusal, plan_file, take_in
+from .admission import NOT_STARTED, Admission, JobIdConflict, no_deadline
+from .intake import (
+    Admit,
+    FileFanOut,
+    PromptUpload,
+    ReceivedMessage,
+    file_refusal,
+    plan_file,
+    take_in,
+)
 from .ports import Ledger, PromptFiles, Queue
 from .refusal import Redrive, Refusal, Refuser
+from .signing import AttributeSigner
 
 #: Codes of refusals that paid nothing and that fixing the cause lets a DLQ redrive run
 #: (a key set, activated or topped up; a new budget day).
@@ -40,6 +50,7 @@ class SubmitService:
         ledger: Ledger,
         queue: Queue,
         prompt_files: PromptFiles,
+        signer: AttributeSigner,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
@@ -48,39 +59,50 @@ class SubmitService:
         self._ledger = ledger
         self._queue = queue
         self._files = prompt_files
+        self._signer = signer
         self._rng = rng or random.Random()
 
-    def handle(self, record: SQSRecord) -> None:
-        self.handle_message(ReceivedMessage.from_record(record))
+    def handle(self, record: SQSRecord, time_left: Callable[[], float] = no_deadline) -> None:
+        self.handle_message(ReceivedMessage.from_record(record, self._signer), time_left)
 
-    def handle_message(self, message: ReceivedMessage) -> None:
+    def handle_message(
+        self, message: ReceivedMessage, time_left: Callable[[], float] = no_deadline
+    ) -> None:
+        """`time_left`: seconds left in this invocation; a paid POST that could not finish
+        in it is not started (the message is left for SQS to deliver again)."""
         intake = take_in(message)
         if isinstance(intake, FileFanOut):
             self._fan_out(intake, message)
         elif isinstance(intake, Admit):
-            self._admit(intake, message)
+            self._admit(intake, message, time_left)
         else:
             self._refuser.refuse(intake, message)
 
-    def record_handler(self) -> Callable[[SQSRecord], Awaitable[None]]:
+    def record_handler(self) -> Callable[..., Awaitable[None]]:
         """An async record handler for Powertools' AsyncBatchProcessor: the batch's records
         are submitted side by side, at most `submit_concurrency` at once, each in a thread
-        (the AWS and HTTP clients are blocking)."""
+        (the AWS and HTTP clients are blocking). Powertools hands it the Lambda context,
+        whose remaining time guards each paid POST."""
         limit = asyncio.Semaphore(self._settings.submit_concurrency)
 
-        async def handle(record: SQSRecord) -> None:
+        async def handle(record: SQSRecord, lambda_context: Any = None) -> None:
+            time_left = _time_left(lambda_context)
             async with limit:
-                await asyncio.to_thread(self.handle, record)
+                await asyncio.to_thread(self.handle, record, time_left)
 
         return handle
 
-    def _admit(self, intake: Admit, message: ReceivedMessage) -> None:
+    def _admit(
+        self, intake: Admit, message: ReceivedMessage, time_left: Callable[[], float]
+    ) -> None:
         job = intake.job
         if intake.redriven:
             # A message redriven from the DLQ: a refusal that can be retried gets a new chance.
             self._ledger.reopen(job.job_id)
         try:
-            self._admission.admit(job, intake.source)
+            self._admission.admit(job, intake.source, time_left=time_left)
+        except JobIdConflict as exc:
+            self._refuser.park_conflict(job.job_id, exc.detail(), message)
         except PermanentError as exc:
             redrive = Redrive() if exc.code in REDRIVABLE_CODES else None
             self._refuser.refuse(self._failed(intake, exc, redrive=redrive), message)
@@ -108,6 +130,7 @@ class SubmitService:
             request_id=request_id,
             paid_duration=job.request.duration if paid else None,
             redrive=redrive,
+            fingerprint=job.fingerprint,
         )
 
     def _after_transient(
@@ -116,11 +139,7 @@ class SubmitService:
         """Backs off this message only; on its last allowed receive it is settled here: one
         `failed` notification and the message parked with its reason. True when settled."""
         if message.receive_count < self._settings.max_receive_count:
-            base = self._settings.retry_base_s
-            backoff = base * 2 ** (message.receive_count - 1)
-            self._queue.retry_later(
-                message.receipt_handle, int(min(900, backoff + self._rng.uniform(0, base)))
-            )
+            self._retry_later(message, now=exc.code == NOT_STARTED)
             return False
         if exc.code == "in_progress":
             return True  # a duplicate: the delivery that owns the job will notify
@@ -141,13 +160,27 @@ class SubmitService:
         self._refuser.refuse(refusal, message)
         return True
 
+    def _retry_later(self, message: ReceivedMessage, *, now: bool = False) -> None:
+        if now:  # never started: the next invocation can take it at once
+            self._queue.retry_later(message.receipt_handle, 0)
+            return
+        base = self._settings.retry_base_s
+        backoff = base * 2 ** (message.receive_count - 1)
+        self._queue.retry_later(
+            message.receipt_handle, int(min(900, backoff + self._rng.uniform(0, base)))
+        )
+
     def _fan_out(self, intake: FileFanOut, message: ReceivedMessage) -> None:
         """Reads each uploaded prompt file and queues one job message per valid entry."""
         if not intake.uploads:
             logger.info("s3 test event ignored")
         for upload in intake.uploads:
+            if upload.folder_marker:
+                logger.info("folder marker ignored", extra={"key": upload.key})
+                continue
             try:
-                data = self._files.read(upload.bucket, upload.key, upload.size)
+                self._check_origin(upload)
+                data = self._files.read(upload)
                 entries = parse_prompt_file(
                     upload.key,
                     data,
@@ -157,8 +190,40 @@ class SubmitService:
             except PromptFileRejected as exc:
                 self._refuser.refuse(file_refusal(upload, exc.detail()), message)
                 continue
+            except TransientError as exc:
+                if message.receive_count < self._settings.max_receive_count:
+                    self._retry_later(message)
+                    raise
+                failure = PermanentError(
+                    f"{upload.key}: could not be read after {message.receive_count} attempts "
+                    f"({exc.message}); the event is in the dead-letter queue and can be "
+                    "redriven",
+                    code="prompt_file_unreadable",
+                )
+                refusal = file_refusal(upload, failure.detail(), status=Outcome.FAILED)
+                self._refuser.refuse(refusal, message)
+                continue
             plan = plan_file(upload, entries)
             for refusal in plan.refusals:
                 self._refuser.refuse(refusal, None)
-            self._queue.enqueue(plan.messages)
+            self._queue.enqueue(
+                [(body, self._signer.sign(body, internal)) for body, internal in plan.messages]
+            )
             logger.info("prompt file queued", extra={"key": upload.key, "jobs": len(plan.messages)})
+
+    def _check_origin(self, upload: PromptUpload) -> None:
+        """Anyone who may send to the queue can write an S3-event-shaped message: only the
+        configured prompts bucket and prefix are read (and only versions that exist)."""
+        bucket, prefix = self._settings.prompts_bucket, self._settings.prompts_prefix
+        if (bucket and upload.bucket != bucket) or not upload.key.startswith(prefix):
+            raise PromptFileRejected(
+                f"s3://{upload.bucket}/{upload.key}: not under the pipeline's prompts location "
+                f"({prefix} in its prompts bucket); the event was not acted on"
+            )
+
+
+def _time_left(context: Any) -> Callable[[], float]:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return no_deadline
+    return lambda: float(remaining()) / 1000.0
