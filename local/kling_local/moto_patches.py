@@ -62,3 +62,32 @@ def execute_state_machines_when_served() -> Undo:
     previous = section.get("execute_state_machine", False)
     section["execute_state_machine"] = True
     return lambda: section.update({"execute_state_machine": previous})
+
+
+def s3_events_name_their_version() -> Undo:
+    """Real S3 event records carry the object's `versionId` (versioned buckets) and a
+    `sequencer` that orders events of one key; moto's carry neither. The submit function reads
+    each upload at the version its event names, so local uploads must name theirs."""
+    from moto.s3 import notifications
+
+    original = notifications._get_s3_event
+    counter = iter(range(1, 1 << 62))
+    lock = threading.Lock()
+
+    def event_with_version(
+        event_name: str, bucket: Any, key: Any, notification_id: str
+    ) -> dict[str, list[dict[str, Any]]]:
+        event = original(event_name, bucket, key, notification_id)
+        with lock:
+            sequencer = f"{next(counter):016X}"
+        for record in event["Records"]:
+            obj = record["s3"]["object"]
+            obj["sequencer"] = sequencer
+            version = getattr(key, "version_id", None)
+            if version and version != "null":
+                obj["versionId"] = version
+        return event
+
+    patcher = mock.patch.object(notifications, "_get_s3_event", event_with_version)
+    patcher.start()
+    return patcher.stop

@@ -147,9 +147,16 @@ class Provisioner:
         self.stack.queue_urls[logical_id] = url
 
     def _buckets(self) -> None:
-        for logical_id in self.template.of_type("AWS::S3::Bucket"):
+        for logical_id, spec in self.template.of_type("AWS::S3::Bucket").items():
             name = f"{PREFIX}-{logical_id.lower()}"
             self.s3.create_bucket(Bucket=name)
+            versioning = self.template.resolve(
+                spec.get("Properties", {}).get("VersioningConfiguration") or {}
+            )
+            if versioning.get("Status") == "Enabled":
+                self.s3.put_bucket_versioning(
+                    Bucket=name, VersioningConfiguration={"Status": "Enabled"}
+                )
             self._record(logical_id, name, name, Arn=f"arn:aws:s3:::{name}")
 
     def _bucket_notifications(self) -> None:

@@ -83,6 +83,18 @@ def checked_overrides(arguments: list[str]) -> dict[str, str]:
     return validate_overrides(declared, parse_overrides(arguments))
 
 
+def message_lines(data: bytes) -> list[str]:
+    """The message bodies of a `--messages` file: one per line, blank lines skipped.
+
+    Only a newline ends a line (with an optional carriage return before it): `splitlines()`
+    would also split on U+2028, form feeds and other characters that JSON strings and prompts
+    may hold raw, turning one paid job into two. A byte-order mark belongs to the file.
+    """
+    text = data.decode("utf-8-sig")
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return [line for line in lines if line.strip()]
+
+
 def _feed(
     pipeline: LocalPipeline,
     prompts: list[str],
@@ -93,9 +105,8 @@ def _feed(
     for prompt in prompts:
         pipeline.send_prompt(prompt)
     if messages:
-        for line in messages.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                pipeline.send_message(line)
+        for line in message_lines(messages.read_bytes()):
+            pipeline.send_message(line)
     for path in uploads:
         key = pipeline.upload(path.name, path.read_bytes())
         if progress:

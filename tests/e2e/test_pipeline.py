@@ -111,6 +111,38 @@ def test_text_prompt_file_completes_when_uploaded_under_prompts(pipeline: LocalP
     assert_stored_output(pipeline, note["outputs"][0], task["id"], 0)
 
 
+def test_two_uploads_of_one_key_each_run_their_own_lines_once_when_uploaded_back_to_back(
+    pipeline: LocalPipeline,
+) -> None:
+    # Given two different files uploaded to the same key before either is read (as `aws s3 cp`
+    # of an edited file twice, or the runner's --upload of two files with one name)
+    pipeline.upload("batch.jsonl", b'{"prompt": "first version, line one"}\n')
+    pipeline.upload(
+        "batch.jsonl",
+        b'{"prompt": "second version, line one"}\n{"prompt": "second version, line two"}\n',
+    )
+
+    # When the pipeline runs
+    result = run(pipeline)
+
+    # Then each version's lines ran exactly once, under job ids of their own, each notified
+    # with its own prompt (version 1 is not lost, version 2 is not paid twice)
+    prompts = sorted(n["input"]["prompt"] for n in result.notifications)
+    assert prompts == [
+        "first version, line one",
+        "second version, line one",
+        "second version, line two",
+    ]
+    assert {n["status"] for n in result.notifications} == {"completed"}
+    assert len({n["job_id"] for n in result.notifications}) == 3
+    assert simulator_of(pipeline).stats()["tasks_created"] == 3
+    # ... and each names the object version it was read at, as a real S3 event names it
+    versions = {
+        n["input"]["prompt"][:6]: n["source"].get("version_id") for n in result.notifications
+    }
+    assert versions["first "] and versions["second"] and versions["first "] != versions["second"]
+
+
 def test_jsonl_prompt_file_runs_valid_lines_and_rejects_the_invalid_line(
     pipeline: LocalPipeline,
 ) -> None:
