@@ -69,12 +69,17 @@ def _connection_options(parser: argparse.ArgumentParser, *, nested: bool) -> Non
         help="CloudFormation stack to read resource names from (default: $KLING_STACK or "
         f"{DEFAULT_STACK})",
     )
-    group.add_argument("--region", default=default(None), help="AWS region")
+    group.add_argument(
+        "--region",
+        default=default(None),
+        help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, then the profile's)",
+    )
     group.add_argument("--profile", default=default(None), help="AWS named profile")
     group.add_argument(
         "--endpoint-url",
         default=default(None),
-        help="send every AWS call here (a local moto server, LocalStack)",
+        help="send every AWS call here (a local moto server, LocalStack); on a loopback "
+        "address the CLI uses inert credentials and, if none is set, region us-east-1",
     )
     for output, (name, flag) in STACK_OUTPUTS.items():
         group.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kling_pipeline.job.record import JobRecord
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 TERMINAL = ("completed", "failed", "rejected")
+#: Called with every notification a tap collects: how tests check each one against its schema.
+NOTIFICATION_LISTENERS: list[Callable[[dict[str, Any]], None]] = []
 
 
 class NotificationTap:
@@ -48,6 +51,9 @@ class NotificationTap:
                 new.append(json.loads(message["Body"]))
                 self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
         self.notifications.extend(new)
+        for note in new:
+            for listener in NOTIFICATION_LISTENERS:
+                listener(note)
         return new
 
 
