@@ -18,6 +18,7 @@ SHORTCUT_PARAMETERS = {
     "PollIntervalSeconds": "poll_interval_s",
     "PollMaxIntervalSeconds": "poll_interval_s",
     "PollDeadlineSeconds": "poll_deadline_s",
+    "WebhookFallbackSeconds": "webhook_fallback_s",
 }
 
 

@@ -31,6 +31,8 @@ class PollSchedule:
     deadline_s: int = 3600
     #: Floor for every wait. Production keeps 5 s; only local runs may lower it.
     min_interval_s: int = 5
+    #: Longest wait for a webhook before reading the status anyway; 0: no webhooks, poll.
+    webhook_wait_s: int = 0
 
     def clamp(self) -> PollSchedule:
         """Applies the floor so no configuration polls more often than `min_interval_s`."""
@@ -42,6 +44,7 @@ class PollSchedule:
             max_interval_s=max(self.max_interval_s, self.interval_s, floor),
             deadline_s=max(self.deadline_s, floor),
             min_interval_s=floor,
+            webhook_wait_s=max(self.webhook_wait_s, 0),
         )
 
 
@@ -59,6 +62,8 @@ class Settings:
     api_base: str = "https://api.wavespeed.ai"
     #: Testing only: an API key given directly instead of through Secrets Manager.
     api_key_override: str = ""
+    #: Where WaveSpeed sends webhooks (the webhook function's URL); empty: webhooks are off.
+    webhook_url: str = ""
     allowed_output_hosts: tuple[str, ...] = DEFAULT_OUTPUT_HOSTS
     #: Local runs only: `host:port` pairs downloadable over plain http and private addresses.
     local_output_hosts: tuple[str, ...] = ()
@@ -112,6 +117,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         max_interval_s=int(_number(env, "POLL_MAX_INTERVAL_S", base.poll.max_interval_s)),
         deadline_s=int(_number(env, "POLL_DEADLINE_S", base.poll.deadline_s)),
         min_interval_s=int(_number(env, "POLL_MIN_INTERVAL_S", base.poll.min_interval_s)),
+        webhook_wait_s=int(_number(env, "WEBHOOK_FALLBACK_S", 0)) if env.get("WEBHOOK_URL") else 0,
     ).clamp()
     hosts = _split(env.get("ALLOWED_OUTPUT_HOSTS", "")) or base.allowed_output_hosts
     return Settings(
@@ -124,6 +130,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         api_key_secret=env.get("API_KEY_SECRET", ""),
         api_base=env.get("WAVESPEED_API_BASE", "") or base.api_base,
         api_key_override=env.get("WAVESPEED_API_KEY_OVERRIDE", ""),
+        webhook_url=env.get("WEBHOOK_URL", ""),
         allowed_output_hosts=hosts,
         local_output_hosts=_split(env.get("LOCAL_OUTPUT_HOSTS", "")),
         max_receive_count=int(_number(env, "MAX_RECEIVE_COUNT", base.max_receive_count)),

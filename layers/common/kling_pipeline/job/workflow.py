@@ -33,6 +33,8 @@ class Schedule:
     max_interval_s: int = _DEFAULTS.max_interval_s
     min_interval_s: int = _DEFAULTS.min_interval_s
     deadline_at: float = 0.0
+    #: Seconds "Wait for webhook" waits before reading the status anyway; 0: poll instead.
+    webhook_wait_s: int = 0
 
     @classmethod
     def starting(cls, plan: PollSchedule, now: float) -> Schedule:
@@ -43,6 +45,7 @@ class Schedule:
             max_interval_s=plan.max_interval_s,
             min_interval_s=plan.min_interval_s,
             deadline_at=now + plan.deadline_s,
+            webhook_wait_s=plan.webhook_wait_s,
         )
 
     def next_wait(self, polls: int) -> int:
@@ -59,6 +62,7 @@ class Schedule:
             "max_interval_s": self.max_interval_s,
             "min_interval_s": self.min_interval_s,
             "deadline_at": self.deadline_at,
+            "webhook_wait_s": self.webhook_wait_s,
         }
 
     @classmethod
@@ -70,6 +74,7 @@ class Schedule:
             max_interval_s=int(data.get("max_interval_s", _DEFAULTS.max_interval_s)),
             min_interval_s=int(data.get("min_interval_s", _DEFAULTS.min_interval_s)),
             deadline_at=float(data.get("deadline_at", 0.0)),
+            webhook_wait_s=int(data.get("webhook_wait_s", 0)),
         )
 
 
