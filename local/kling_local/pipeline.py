@@ -196,6 +196,14 @@ class LocalPipeline(StackView):
             self.simulator.stop()
             self.simulator = None
 
+    @property
+    def webhook_url(self) -> str:
+        """Where the local webhook endpoint listens (LookupError when webhooks are off)."""
+        server = self.stack.function_urls.get("WebhookFunctionUrl")
+        if server is None:
+            raise LookupError("webhooks are off in this stack (EnableWebhooks=false)")
+        return server.url
+
     def publish_stack(self, name: str = "kling-local") -> dict[str, str]:
         """Publishes the template's Outputs, resolved locally, as stack `name` (for the CLI)."""
         return publish_stack(self.template, name)
