@@ -56,6 +56,9 @@ class SoakConfig:
     cancel_rate: float = 0.01
     cut_once_rate: float = 0.02
     truncate_rate: float = 0.01
+    #: Webhooks are on (the default): some are lost (the fallback finds those jobs), some twice.
+    webhook_lost_rate: float = 0.05
+    webhook_duplicate_rate: float = 0.05
     generation_seconds: float = 0.75
     output_size: int | None = DEFAULT_OUTPUT_SIZE
     progress: bool = True
@@ -72,6 +75,8 @@ class SoakConfig:
             cancel_rate=self.cancel_rate,
             cut_once_rate=self.cut_once_rate,
             truncate_rate=self.truncate_rate,
+            webhook_lost_rate=self.webhook_lost_rate,
+            webhook_duplicate_rate=self.webhook_duplicate_rate,
         )
 
     def options(self) -> LocalOptions:

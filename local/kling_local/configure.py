@@ -19,6 +19,7 @@ SHORTCUT_PARAMETERS = {
     "PollMaxIntervalSeconds": "poll_interval_s",
     "PollDeadlineSeconds": "poll_deadline_s",
     "PollQueuedIntervalSeconds": "poll_interval_s",
+    "WebhookFallbackSeconds": "webhook_fallback_s",
 }
 
 

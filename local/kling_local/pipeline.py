@@ -46,6 +46,8 @@ class LocalOptions:
     #: Template parameters as `sam deploy --parameter-overrides` takes them; checked against
     #: the template's constraints, and winning over the local shortcuts below.
     parameter_overrides: dict[str, str] = field(default_factory=dict)
+    #: The longest wait for a webhook before the status is read anyway (production: 300 s).
+    webhook_fallback_s: int = 3
     #: Poll schedule shortcuts (production floors are 5 s; locally 0 s is allowed).
     poll_first_wait_s: int = 1
     poll_interval_s: int = 1
@@ -77,6 +79,11 @@ class RunResult:
         for note in self.notifications:
             grouped.setdefault(note["job_id"], []).append(note)
         return grouped
+
+
+def _stop_servers(provisioner: Provisioner) -> None:
+    for server in provisioner.stack.function_urls.values():
+        server.stop()
 
 
 class LocalPipeline(StackView):
@@ -139,7 +146,10 @@ class LocalPipeline(StackView):
             visibility_timeout_s=options.visibility_timeout_s,
             max_retry_interval_s=options.max_retry_interval_s,
         )
-        self.stack = Provisioner(self.template, self.functions, shortcuts).provision(api_key)
+        provisioner = Provisioner(self.template, self.functions, shortcuts)
+        # Registered before provisioning, so servers it started stop even if it fails half-way.
+        self._undo.append(lambda: _stop_servers(provisioner))
+        self.stack = provisioner.provision(api_key)
         self.poller = SqsPoller(self.stack.pollers, self.functions)
         topics = [self.names[t] for t in self.template.of_type("AWS::SNS::Topic")]
         self.tap = NotificationTap(self.sqs, self.sns, topics)
@@ -186,6 +196,14 @@ class LocalPipeline(StackView):
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
+
+    @property
+    def webhook_url(self) -> str:
+        """Where the local webhook endpoint listens (LookupError when webhooks are off)."""
+        server = self.stack.function_urls.get("WebhookFunctionUrl")
+        if server is None:
+            raise LookupError("webhooks are off in this stack (EnableWebhooks=false)")
+        return server.url
 
     def publish_stack(self, name: str = "kling-local") -> dict[str, str]:
         """Publishes the template's Outputs, resolved locally, as stack `name` (for the CLI)."""

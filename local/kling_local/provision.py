@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 import boto3
 
 from .cfn import ROOT, Template
+from .function_urls import FunctionUrlServer
 from .lambdas import FunctionHost, load_handler
 
 REGION = "us-east-1"
@@ -45,6 +46,8 @@ class LocalStack:
     queue_urls: dict[str, str] = field(default_factory=dict)
     pollers: list[EventSourceMapping] = field(default_factory=list)
     state_machine_arn: str = ""
+    #: Function URLs served on 127.0.0.1, by the logical id SAM gives them (`<Function>Url`).
+    function_urls: dict[str, FunctionUrlServer] = field(default_factory=dict)
 
 
 class Provisioner:
@@ -203,6 +206,16 @@ class Provisioner:
             code_uri, entry = t.resolve(props["CodeUri"]), t.resolve(props["Handler"])
             handler = load_handler(code_uri, entry, logical_id)
             self.host.add(name, handler, timeout)
+            if props.get("FunctionUrlConfig"):
+                self._function_url(logical_id, name)
+
+    def _function_url(self, logical_id: str, name: str) -> None:
+        """SAM's `FunctionUrlConfig` makes an `AWS::Lambda::Url` named `<Function>Url`; here a
+        server on 127.0.0.1 stands for it, and `!GetAtt <Function>Url.FunctionUrl` is its URL."""
+        server = FunctionUrlServer(name, self.host.invoke).start()
+        url_id = f"{logical_id}Url"
+        self.stack.function_urls[url_id] = server
+        self.template.attrs[url_id] = {"FunctionUrl": server.url, "FunctionArn": name}
 
     def _state_machines(self, role: str) -> None:
         t = self.template

@@ -36,6 +36,9 @@ def load(overrides: dict[str, str]) -> Template:
     for logical_id in template.resources:
         template.refs[logical_id] = f"ref:{logical_id}"
         template.attrs[logical_id] = AnyAttribute(logical_id)
+        if template.resources[logical_id].get("Properties", {}).get("FunctionUrlConfig"):
+            # SAM's FunctionUrlConfig generates `<Function>Url` (AWS::Lambda::Url).
+            template.attrs[f"{logical_id}Url"] = AnyAttribute(f"{logical_id}Url")
     return template
 
 

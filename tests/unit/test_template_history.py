@@ -75,13 +75,26 @@ def _bounds(template: Template, name: str) -> tuple[int, int | None]:
     return int(spec["MinValue"]), None if upper is None else int(upper)
 
 
+def _waits_for_webhook(states: dict[str, Any], cycle: list[str]) -> bool:
+    """A round of this cycle waits for a webhook (the callback task, or the wait that stands in
+    for it when the token cannot be parked): it lasts at least WebhookFallbackSeconds."""
+    for name in cycle:
+        state = states[name]
+        if str(state.get("Resource", "")).endswith(".waitForTaskToken"):
+            return True
+        if state.get("SecondsPath") == "$.schedule.webhook_wait_s":
+            return True
+    return False
+
+
 def test_every_allowed_deadline_fits_the_history_limit_at_the_fastest_schedule() -> None:
-    # Given the template's poll bounds and the workflow definition
+    # Given the template's poll and webhook bounds and the workflow definition
     template = Template.load()
     states: dict[str, Any] = _definition()["States"]
     _, deadline_max = _bounds(template, "PollDeadlineSeconds")
     _, queued_max = _bounds(template, "QueuedDeadlineSeconds")
     queued_interval_min, _ = _bounds(template, "PollQueuedIntervalSeconds")
+    fallback_min, _ = _bounds(template, "WebhookFallbackSeconds")
     first_wait_min, _ = _bounds(template, "PollFirstWaitSeconds")
     interval_min = min(
         _bounds(template, "PollIntervalSeconds")[0], _bounds(template, "PollMaxIntervalSeconds")[0]
@@ -89,26 +102,37 @@ def test_every_allowed_deadline_fits_the_history_limit_at_the_fastest_schedule()
     assert deadline_max is not None, "PollDeadlineSeconds needs a MaxValue"
     assert queued_max is not None, "QueuedDeadlineSeconds needs a MaxValue"
 
-    # When the longest run is counted: the whole allowed queue at the shortest queued interval,
-    # then the first poll after the first wait, one poll per shortest interval until the
-    # generation deadline, one more cut short onto it, and the one that finds it passed; each
-    # poll costs the events of the loop it goes round
+    # When the longest run of each loop is counted: the whole allowed queue, then the whole
+    # generation deadline, each round as short as the template allows (a timed poll: the
+    # shortest interval, or the queued interval while queued; a webhook round: the shortest
+    # fallback), plus a round cut short onto each deadline and the one that finds it passed
     cycles = _cycles(states)
     assert cycles, "the poll loop was not found"
-    per_poll = max(sum(_events(states[name]) for name in cycle) for cycle in cycles)
     in_loop = {name for cycle in cycles for name in cycle}
     once = sum(_events(s) + _retry_events(s) for n, s in states.items() if n not in in_loop)
-    queued_polls = math.ceil(queued_max / queued_interval_min) + 1
-    polls = queued_polls + math.ceil((deadline_max - first_wait_min) / interval_min) + 2
-    worst = EXECUTION_EVENTS + polls * per_poll + once + RETRY_RESERVE
+    worst_rounds = 0
+    for cycle in cycles:
+        per_round = sum(_events(states[name]) for name in cycle)
+        if _waits_for_webhook(states, cycle):
+            queued_round, generation_round = fallback_min, fallback_min
+        else:
+            queued_round, generation_round = queued_interval_min, interval_min
+        rounds = (
+            math.ceil(queued_max / queued_round)
+            + 1
+            + math.ceil((deadline_max - first_wait_min) / generation_round)
+            + 2
+        )
+        worst_rounds = max(worst_rounds, rounds * per_round)
+        worst = EXECUTION_EVENTS + rounds * per_round + once + RETRY_RESERVE
 
-    # Then even that run stays under the limit
-    spare = HISTORY_LIMIT - EXECUTION_EVENTS - once - RETRY_RESERVE - queued_polls * per_poll
-    assert worst <= HISTORY_LIMIT, (
-        f"{polls} polls ({queued_polls} queued) x {per_poll} events + {once} + reserve "
-        f"{RETRY_RESERVE} = {worst}; lower PollDeadlineSeconds' MaxValue to at most "
-        f"{spare // per_poll * interval_min} or shorten the queue bounds"
-    )
+        # Then even that run stays under the limit
+        assert worst <= HISTORY_LIMIT, (
+            f"{' -> '.join(cycle)}: {rounds} rounds x {per_round} events + {once} + reserve "
+            f"{RETRY_RESERVE} = {worst}; lower PollDeadlineSeconds or QueuedDeadlineSeconds' "
+            "MaxValue, or raise the shortest interval"
+        )
+    assert worst_rounds > 0
 
 
 def test_poll_loop_cost_is_counted_per_state_when_a_loop_exists() -> None:

@@ -17,7 +17,8 @@ class _Placeholders(dict[str, dict[str, Any]]):
     """Attributes of resources that do not exist here: `<Resource>.<Attribute>`."""
 
     def __missing__(self, resource: str) -> dict[str, Any]:
-        attrs = {name: f"{resource}.{name}" for name in ("Arn", "QueueName", "QueueUrl")}
+        names = ("Arn", "QueueName", "QueueUrl", "FunctionUrl")
+        attrs = {name: f"{resource}.{name}" for name in names}
         self[resource] = attrs
         return attrs
 

@@ -36,6 +36,8 @@ class PollSchedule:
     queued_interval_s: int = 120
     #: Floor for every wait. Production keeps 5 s; only local runs may lower it.
     min_interval_s: int = 5
+    #: Longest wait for a webhook before reading the status anyway; 0: no webhooks, poll.
+    webhook_wait_s: int = 0
 
     def clamp(self) -> PollSchedule:
         """Applies the floor so no configuration polls more often than `min_interval_s`."""
@@ -49,6 +51,7 @@ class PollSchedule:
             queued_deadline_s=max(self.queued_deadline_s, floor),
             queued_interval_s=max(self.queued_interval_s, floor),
             min_interval_s=floor,
+            webhook_wait_s=max(self.webhook_wait_s, 0),
         )
 
 
@@ -66,6 +69,8 @@ class Settings:
     api_base: str = "https://api.wavespeed.ai"
     #: Testing only: an API key given directly instead of through Secrets Manager.
     api_key_override: str = ""
+    #: Where WaveSpeed sends webhooks (the webhook function's URL); empty: webhooks are off.
+    webhook_url: str = ""
     allowed_output_hosts: tuple[str, ...] = DEFAULT_OUTPUT_HOSTS
     #: Local runs only: `host:port` pairs downloadable over plain http and private addresses.
     local_output_hosts: tuple[str, ...] = ()
@@ -127,6 +132,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         queued_deadline_s=int(_number(env, "POLL_QUEUED_DEADLINE_S", base.poll.queued_deadline_s)),
         queued_interval_s=int(_number(env, "POLL_QUEUED_INTERVAL_S", base.poll.queued_interval_s)),
         min_interval_s=int(_number(env, "POLL_MIN_INTERVAL_S", base.poll.min_interval_s)),
+        webhook_wait_s=int(_number(env, "WEBHOOK_FALLBACK_S", 0)) if env.get("WEBHOOK_URL") else 0,
     ).clamp()
     hosts = _split(env.get("ALLOWED_OUTPUT_HOSTS", "")) or base.allowed_output_hosts
     return Settings(
@@ -140,6 +146,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         prompts_bucket=env.get("PROMPTS_BUCKET", ""),
         api_base=env.get("WAVESPEED_API_BASE", "") or base.api_base,
         api_key_override=env.get("WAVESPEED_API_KEY_OVERRIDE", ""),
+        webhook_url=env.get("WEBHOOK_URL", ""),
         allowed_output_hosts=hosts,
         local_output_hosts=_split(env.get("LOCAL_OUTPUT_HOSTS", "")),
         max_receive_count=int(_number(env, "MAX_RECEIVE_COUNT", base.max_receive_count)),

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import urllib3
 from urllib3.exceptions import (
@@ -175,14 +176,17 @@ class WaveSpeedClient:
             raise PermanentError(f"{what}: answer has no data object", code="api_rejected")
         return data
 
-    def submit_generation(self, payload: dict[str, Any]) -> str:
-        """POSTs one paid task and returns its prediction id.
+    def submit_generation(self, payload: dict[str, Any], *, webhook_url: str | None = None) -> str:
+        """POSTs one paid task and returns its prediction id; with `webhook_url`, WaveSpeed
+        calls it when the task ends (its `webhook` query parameter).
 
         The POST is retried only when the API provably did not accept it (connection refused,
         429); a timeout or dropped connection after sending may have created a paid task, so it
         raises `SubmitOutcomeUnknown` and is never re-sent, like the official SDK.
         """
         url = f"{self._base}/api/v3/{MODEL_ID}"
+        if webhook_url:
+            url += "?" + urlencode({"webhook": webhook_url})
         body = json.dumps(payload).encode()
         for attempt in range(self._retry.attempts):
             try:

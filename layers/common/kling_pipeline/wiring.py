@@ -12,7 +12,12 @@ from .settings import load_settings
 
 if TYPE_CHECKING:
     from .finalize.store import Finalizer
+    from .submit.ports import GenerationApi
     from .submit.service import SubmitService
+    from .webhook.receive import WebhookReceiver
+    from .webhook.secret import WebhookSecret
+    from .webhook.store import WebhookStore
+    from .webhook.wake import TaskWaker
 
 # Each function imports only its own service's modules (cold start): submit never loads the
 # download code, finalize never loads the submission code.
@@ -37,9 +42,13 @@ def submit_service() -> SubmitService:
     from .submit.refusal import Refuser
     from .submit.service import SubmitService
     from .submit.signing import AttributeSigner
+    from .webhook.submitting import WebhookSubmits, webhook_plan
 
-    settings = load_settings()
+    settings = webhook_plan(load_settings(), webhook_secret())
     signer = AttributeSigner(lambda: clients.api_key(settings))
+    api: GenerationApi = clients.wavespeed()
+    if settings.webhook_url:
+        api = WebhookSubmits(clients.wavespeed(), settings.webhook_url, webhook_store())
     queue = SqsQueue(
         clients.sqs(),
         job_queue_url=settings.job_queue_url,
@@ -48,7 +57,7 @@ def submit_service() -> SubmitService:
     admission = Admission(
         settings,
         ledger=ledger(),
-        api=clients.wavespeed(),
+        api=api,
         workflows=StepFunctionsWorkflows(clients.stepfunctions(), settings.state_machine_arn),
         reconciler=Reconciler(
             clients.wavespeed(),
@@ -93,8 +102,51 @@ def finalizer() -> Finalizer:
     )
 
 
+@cache
+def webhook_secret() -> WebhookSecret:
+    from .webhook.secret import WebhookSecret
+
+    settings = load_settings()
+    return WebhookSecret(
+        settings.api_base,
+        lambda: clients.api_key(settings),
+        http=clients.http(),
+        timeout_s=settings.http_timeout_s,
+    )
+
+
+@cache
+def webhook_store() -> WebhookStore:
+    from .webhook.store import WebhookStore
+
+    return WebhookStore(clients.dynamodb(), load_settings().jobs_table)
+
+
+@cache
+def task_waker() -> TaskWaker:
+    from .webhook.wake import TaskWaker
+
+    return TaskWaker(clients.stepfunctions())
+
+
+@cache
+def webhook_receiver() -> WebhookReceiver:
+    from .webhook.receive import WebhookReceiver
+
+    return WebhookReceiver(secret=webhook_secret(), store=webhook_store(), waker=task_waker())
+
+
 def reset() -> None:
     """Drops every cached service, client and the settings."""
-    for factory in (ledger, notifier, submit_service, finalizer):
+    for factory in (
+        ledger,
+        notifier,
+        submit_service,
+        finalizer,
+        webhook_secret,
+        webhook_store,
+        task_waker,
+        webhook_receiver,
+    ):
         factory.cache_clear()
     clients.reset()

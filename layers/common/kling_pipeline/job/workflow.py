@@ -42,6 +42,8 @@ class Schedule:
     generation_s: int = 0
     queued_until: float = 0.0
     queued_interval_s: int = _DEFAULTS.queued_interval_s
+    #: Seconds "Wait for webhook" waits before reading the status anyway; 0: poll instead.
+    webhook_wait_s: int = 0
 
     @classmethod
     def starting(cls, plan: PollSchedule, now: float) -> Schedule:
@@ -55,6 +57,7 @@ class Schedule:
             generation_s=plan.deadline_s,
             queued_until=now + plan.queued_deadline_s,
             queued_interval_s=plan.queued_interval_s,
+            webhook_wait_s=plan.webhook_wait_s,
         )
 
     def deadline(self, processing_since: float | None) -> float:
@@ -82,6 +85,7 @@ class Schedule:
             "generation_s": self.generation_s,
             "queued_until": self.queued_until,
             "queued_interval_s": self.queued_interval_s,
+            "webhook_wait_s": self.webhook_wait_s,
         }
 
     @classmethod
@@ -96,6 +100,7 @@ class Schedule:
             generation_s=int(data.get("generation_s", 0)),
             queued_until=float(data.get("queued_until", 0.0)),
             queued_interval_s=int(data.get("queued_interval_s", _DEFAULTS.queued_interval_s)),
+            webhook_wait_s=int(data.get("webhook_wait_s", 0)),
         )
 
 
