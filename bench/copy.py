@@ -57,7 +57,7 @@ def output_url(simulator: dict[str, str]) -> str:
     )
     # The benchmark simulators finish generations instantly; a few reads cover scheduling.
     for _ in range(50):
-        prediction = client.check_prediction(prediction_id)
+        prediction = client.read_prediction(prediction_id)
         if prediction.status == "completed":
             return prediction.outputs[0]
     raise RuntimeError(f"simulator task {prediction_id} did not complete")

@@ -153,10 +153,7 @@ class Provisioner:
         for logical_id, spec in self.template.of_type("AWS::S3::Bucket").items():
             name = f"{PREFIX}-{logical_id.lower()}"
             self.s3.create_bucket(Bucket=name)
-            versioning = self.template.resolve(
-                spec.get("Properties", {}).get("VersioningConfiguration") or {}
-            )
-            if versioning.get("Status") == "Enabled":
+            if versioned(self.template, spec):
                 self.s3.put_bucket_versioning(
                     Bucket=name, VersioningConfiguration={"Status": "Enabled"}
                 )
@@ -169,16 +166,11 @@ class Provisioner:
             notification = spec["Properties"].get("NotificationConfiguration")
             if not notification:
                 continue
-            configs: list[Any] = []
-            for config in t.resolve(notification).get("QueueConfigurations", []):
-                entry: dict[str, Any] = {"QueueArn": config["Queue"], "Events": [config["Event"]]}
-                rules = config.get("Filter", {}).get("S3Key", {}).get("Rules", [])
-                if rules:
-                    entry["Filter"] = {"Key": {"FilterRules": rules}}
-                configs.append(entry)
             self.s3.put_bucket_notification_configuration(
                 Bucket=self.stack.names[logical_id],
-                NotificationConfiguration={"QueueConfigurations": configs},
+                NotificationConfiguration={
+                    "QueueConfigurations": queue_notifications(t.resolve(notification))
+                },
             )
 
     def _functions(self, role: str) -> None:
@@ -284,3 +276,21 @@ def cap_retry_intervals(definition: str, cap: int) -> str:
 
     visit(document)
     return json.dumps(document)
+
+
+def versioned(template: Template, spec: dict[str, Any]) -> bool:
+    """Whether a bucket's template turns versioning on (the prompts bucket does)."""
+    versioning = spec.get("Properties", {}).get("VersioningConfiguration") or {}
+    return bool(template.resolve(versioning).get("Status") == "Enabled")
+
+
+def queue_notifications(notification: dict[str, Any]) -> list[Any]:
+    """A bucket's resolved NotificationConfiguration as S3's API takes its queue entries."""
+    configs: list[Any] = []
+    for config in notification.get("QueueConfigurations", []):
+        entry: dict[str, Any] = {"QueueArn": config["Queue"], "Events": [config["Event"]]}
+        rules = config.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+        if rules:
+            entry["Filter"] = {"Key": {"FilterRules": rules}}
+        configs.append(entry)
+    return configs

@@ -74,7 +74,7 @@ def generated(sim: WaveSpeedSimulator, prompt: str) -> tuple[str, str]:
     """Submits a prompt through the real client; returns (task id, first output URL)."""
     api = WaveSpeedClient(sim.base_url, lambda: sim.config.api_key, sleep=lambda s: None)
     task_id = api.submit_generation({"prompt": prompt})
-    prediction = api.check_prediction(task_id)
+    prediction = api.read_prediction(task_id)
     assert prediction.status == "completed"
     return task_id, prediction.outputs[0]
 

@@ -22,6 +22,7 @@ from kling_pipeline.job.request import JobRequest
 from kling_pipeline.job.workflow import WorkflowState
 from kling_pipeline.poll import poll_prediction
 from kling_pipeline.wavespeed import RetryPolicy, ThrottledSubmit, WaveSpeedClient
+from kling_pipeline.wavespeed_history import PredictionHistory
 from tests.conftest import SimFactory
 
 KEY = "sim-test-key"
@@ -601,12 +602,12 @@ def test_recent_predictions_lists_task_when_created_in_window(sim: WaveSpeedSimu
     now = datetime.now(UTC)
 
     # When listing the history around now, and an hour ago
-    found = client.api.recent_predictions(
+    found = PredictionHistory(client.api).recent_predictions(
         model=MODEL_ID,
         created_after=(now - timedelta(minutes=1)).isoformat(),
         created_before=(now + timedelta(minutes=1)).isoformat(),
     )
-    earlier = client.api.recent_predictions(
+    earlier = PredictionHistory(client.api).recent_predictions(
         model=MODEL_ID,
         created_after=(now - timedelta(hours=2)).isoformat(),
         created_before=(now - timedelta(hours=1)).isoformat(),
@@ -620,7 +621,7 @@ def test_recent_predictions_lists_task_when_created_in_window(sim: WaveSpeedSimu
 def test_balance_reads_credit_when_asked(make_sim: SimFactory) -> None:
     # Given an account with $12.50 of credit / When reading the balance / Then it is reported
     sim = make_sim(balance_usd=12.5)
-    assert Client(sim.base_url).api.balance_usd() == 12.5
+    assert PredictionHistory(Client(sim.base_url).api).balance_usd() == 12.5
 
 
 # ------------------------------------------------------------------------------ hostile answers

@@ -102,6 +102,43 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+def envelope_data(status: int, raw: bytes, what: str) -> dict[str, Any]:
+    """Returns `data` of a successful envelope; anything else becomes a typed error."""
+    body = _json_object(raw)
+    message = _api_text(body, raw)
+    if status in RETRYABLE_HTTP:
+        raise TransientError(f"{what}: HTTP {status}: {message}", code=f"http_{status}")
+    refusal = account_refusal(status, message)
+    if refusal is not None:
+        raise PermanentError(f"{what}: HTTP {status}: {message}", code=refusal)
+    if status != 200:
+        raise PermanentError(f"{what}: HTTP {status}: {message}", code="api_rejected")
+    code = body.get("code")
+    if code in SERVER_ERROR_CODES:
+        # An outage can answer HTTP 200 with the server error in the envelope.
+        raise TransientError(f"{what}: API code {code}: {message}", code=f"api_{code}")
+    if code != 200:
+        # A 200 answer can still carry an error code in the envelope (1xxx: bad request).
+        raise PermanentError(f"{what}: API code {code}: {message}", code="api_rejected")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise PermanentError(f"{what}: answer has no data object", code="api_rejected")
+    return data
+
+
+def optimizer_text(data: dict[str, Any]) -> str:
+    """The improved prompt of a prompt-optimizer answer, or a PermanentError saying why not."""
+    outputs = data.get("outputs")
+    status = redact(str(data.get("status"))[:40])
+    if data.get("status") != "completed" or not isinstance(outputs, list) or not outputs:
+        raise PermanentError(f"prompt optimizer: no result (status {status})")
+    if not isinstance(outputs[0], str):
+        raise PermanentError(
+            f"prompt optimizer: its result is a {type(outputs[0]).__name__}, not text"
+        )
+    return outputs[0].strip()
+
+
 class WaveSpeedClient:
     """Speaks api.wavespeed.ai's `{code, message, data}` protocol over a shared urllib3 pool."""
 
@@ -117,7 +154,7 @@ class WaveSpeedClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self._base = base_url.rstrip("/")
+        self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._http = http or urllib3.PoolManager(maxsize=16)
         self._timeout = urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s)
@@ -152,30 +189,6 @@ class WaveSpeedClient:
             "User-Agent": "kling-pipeline/1",
         }
 
-    @staticmethod
-    def _envelope(status: int, raw: bytes, what: str) -> dict[str, Any]:
-        """Returns `data` of a successful envelope; anything else becomes a typed error."""
-        body = _json_object(raw)
-        message = _api_text(body, raw)
-        if status in RETRYABLE_HTTP:
-            raise TransientError(f"{what}: HTTP {status}: {message}", code=f"http_{status}")
-        refusal = account_refusal(status, message)
-        if refusal is not None:
-            raise PermanentError(f"{what}: HTTP {status}: {message}", code=refusal)
-        if status != 200:
-            raise PermanentError(f"{what}: HTTP {status}: {message}", code="api_rejected")
-        code = body.get("code")
-        if code in SERVER_ERROR_CODES:
-            # An outage can answer HTTP 200 with the server error in the envelope.
-            raise TransientError(f"{what}: API code {code}: {message}", code=f"api_{code}")
-        if code != 200:
-            # A 200 answer can still carry an error code in the envelope (1xxx: bad request).
-            raise PermanentError(f"{what}: API code {code}: {message}", code="api_rejected")
-        data = body.get("data")
-        if not isinstance(data, dict):
-            raise PermanentError(f"{what}: answer has no data object", code="api_rejected")
-        return data
-
     def submit_generation(self, payload: dict[str, Any], *, webhook_url: str | None = None) -> str:
         """POSTs one paid task and returns its prediction id; with `webhook_url`, WaveSpeed
         calls it when the task ends (its `webhook` query parameter).
@@ -184,7 +197,7 @@ class WaveSpeedClient:
         429); a timeout or dropped connection after sending may have created a paid task, so it
         raises `SubmitOutcomeUnknown` and is never re-sent, like the official SDK.
         """
-        url = f"{self._base}/api/v3/{MODEL_ID}"
+        url = f"{self.base_url}/api/v3/{MODEL_ID}"
         if webhook_url:
             url += "?" + urlencode({"webhook": webhook_url})
         body = json.dumps(payload).encode()
@@ -227,7 +240,7 @@ class WaveSpeedClient:
                     f"WaveSpeed answered HTTP {response.status} to the submit request; "
                     "a task may or may not have been created"
                 )
-            data = self._envelope(response_status, response.data, "submit")
+            data = envelope_data(response_status, response.data, "submit")
             prediction_id = data.get("id")
             if not isinstance(prediction_id, str) or not PREDICTION_ID.match(prediction_id):
                 # Accepted, so a task may exist: never resubmit, never put this in a URL.
@@ -238,7 +251,7 @@ class WaveSpeedClient:
             return prediction_id
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _get(self, url: str, what: str) -> dict[str, Any]:
+    def get_json(self, url: str, what: str) -> dict[str, Any]:
         last: TransientError | None = None
         for attempt in range(self._retry.attempts):
             retry_after: float | None = None
@@ -247,7 +260,7 @@ class WaveSpeedClient:
                     "GET", url, headers=self._headers(), timeout=self._timeout, retries=False
                 )
                 retry_after = _retry_after(response.headers)
-                return self._envelope(response.status, response.data, what)
+                return envelope_data(response.status, response.data, what)
             except TransientError as exc:
                 last = exc
             except HTTPError as exc:
@@ -263,7 +276,7 @@ class WaveSpeedClient:
         Fields a paid job does not need to succeed are read leniently (see wavespeed_shapes):
         an odd `executionTime` or `has_nsfw_contents` never fails the job.
         """
-        data = self._get(f"{self._base}/api/v3/predictions/{prediction_id}/result", "status")
+        data = self.get_json(f"{self.base_url}/api/v3/predictions/{prediction_id}/result", "status")
         listed = data.get("outputs")
         outputs = [u for u in listed if isinstance(u, str)] if isinstance(listed, list) else []
         return Prediction(
@@ -277,53 +290,7 @@ class WaveSpeedClient:
             created_at=str(data.get("created_at") or ""),
         )
 
-    def check_prediction(self, prediction_id: str) -> Prediction:
-        """Another name of `read_prediction`, for the copy benchmark and its tests."""
-        return self.read_prediction(prediction_id)
-
-    def recent_predictions(
-        self, *, model: str, created_after: str, created_before: str, max_pages: int = 5
-    ) -> list[dict[str, Any]]:
-        """The prediction history: the account's predictions of `model` created in the window
-        (ISO 8601 bounds, inclusive), newest first, as WaveSpeed lists them.
-
-        WaveSpeed documents the history both as `POST /api/v3/predictions` (a JSON body) and as
-        a `GET` with query parameters; the POST is tried first, the GET when it is refused.
-        """
-        url = f"{self._base}/api/v3/predictions"
-        items: list[dict[str, Any]] = []
-        for page in range(1, max_pages + 1):
-            query = {
-                "page": page,
-                "page_size": 100,
-                "model": model,
-                "created_after": created_after,
-                "created_before": created_before,
-            }
-            data = self._history_page(url, query)
-            listed = data.get("items")
-            page_items = [i for i in listed or [] if isinstance(i, dict)]
-            items.extend(page_items)
-            total = data.get("total")
-            if len(page_items) < 100 or (isinstance(total, int) and len(items) >= total):
-                break
-        return items
-
-    def _history_page(self, url: str, query: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return self._request_json("POST", url, "history", body=json.dumps(query).encode())
-        except PermanentError:
-            return self._request_json("GET", url, "history", fields=query)
-
-    def balance_usd(self) -> float | None:
-        """The account's credit in USD (`GET /api/v3/balance`); None when it is not reported."""
-        data = self._get(f"{self._base}/api/v3/balance", "balance")
-        value = data.get("balance")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return float(value)
-
-    def _request_json(
+    def request_json(
         self,
         method: str,
         url: str,
@@ -345,11 +312,11 @@ class WaveSpeedClient:
             )
         except HTTPError as exc:
             raise TransientError(f"{what}: {type(exc).__name__}", code="api_unreachable") from None
-        return self._envelope(response.status, response.data, what)
+        return envelope_data(response.status, response.data, what)
 
     def enhance_prompt(self, text: str, style: str = "default") -> str:
         """Runs WaveSpeed's prompt optimizer in sync mode and returns the improved prompt."""
-        url = f"{self._base}/api/v3/{PROMPT_OPTIMIZER_MODEL}"
+        url = f"{self.base_url}/api/v3/{PROMPT_OPTIMIZER_MODEL}"
         body = json.dumps(
             {"text": text, "mode": "video", "style": style, "enable_sync_mode": True}
         ).encode()
@@ -364,13 +331,4 @@ class WaveSpeedClient:
             )
         except HTTPError as exc:
             raise TransientError(f"prompt optimizer: {type(exc).__name__}") from None
-        data = self._envelope(response.status, response.data, "prompt optimizer")
-        outputs = data.get("outputs")
-        status = redact(str(data.get("status"))[:40])
-        if data.get("status") != "completed" or not isinstance(outputs, list) or not outputs:
-            raise PermanentError(f"prompt optimizer: no result (status {status})")
-        if not isinstance(outputs[0], str):
-            raise PermanentError(
-                f"prompt optimizer: its result is a {type(outputs[0]).__name__}, not text"
-            )
-        return outputs[0].strip()
+        return optimizer_text(envelope_data(response.status, response.data, "prompt optimizer"))

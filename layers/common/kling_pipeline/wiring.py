@@ -42,6 +42,7 @@ def submit_service() -> SubmitService:
     from .submit.refusal import Refuser
     from .submit.service import SubmitService
     from .submit.signing import AttributeSigner
+    from .wavespeed_history import PredictionHistory
     from .webhook.submitting import WebhookSubmits, webhook_plan
 
     settings = webhook_plan(load_settings(), webhook_secret())
@@ -60,7 +61,7 @@ def submit_service() -> SubmitService:
         api=api,
         workflows=StepFunctionsWorkflows(clients.stepfunctions(), settings.state_machine_arn),
         reconciler=Reconciler(
-            clients.wavespeed(),
+            PredictionHistory(clients.wavespeed()),
             TablePredictionOwners(clients.dynamodb(), settings.jobs_table),
             waits_s=settings.reconcile_waits_s,
         ),
