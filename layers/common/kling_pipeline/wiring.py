@@ -33,6 +33,7 @@ def notifier() -> Notifier:
 def submit_service() -> SubmitService:
     from .submit.admission import Admission
     from .submit.aws import S3PromptFiles, SqsQueue, StepFunctionsWorkflows
+    from .submit.pacing_table import SqsResend, start_pacer
     from .submit.refusal import Refuser
     from .submit.service import SubmitService
 
@@ -47,6 +48,7 @@ def submit_service() -> SubmitService:
         ledger=ledger(),
         api=clients.wavespeed(),
         workflows=StepFunctionsWorkflows(clients.stepfunctions(), settings.state_machine_arn),
+        pacer=start_pacer(settings, clients.dynamodb()),
     )
     return SubmitService(
         settings,
@@ -55,6 +57,7 @@ def submit_service() -> SubmitService:
         ledger=ledger(),
         queue=queue,
         prompt_files=S3PromptFiles(clients.s3(), settings.max_prompt_file_bytes),
+        resend=SqsResend(clients.sqs(), settings.job_queue_url),
     )
 
 

@@ -13,6 +13,7 @@ from ..job.workflow import JobSummary, WorkflowState
 from ..observability import logger, metrics
 from ..settings import Settings
 from ..types import Json
+from .pacing import UNPACED, Pacer
 from .ports import GenerationApi, Ledger, Workflows
 
 SUBMIT_HINT = (
@@ -31,12 +32,14 @@ class Admission:
         ledger: Ledger,
         api: GenerationApi,
         workflows: Workflows,
+        pacer: Pacer = UNPACED,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
         self._api = api
         self._workflows = workflows
+        self._pacer = pacer
         self._clock = clock
 
     def admit(self, job: Job, source: Json) -> str | None:
@@ -63,6 +66,14 @@ class Admission:
                 f"${cap:.2f} for {day}; the message is parked in the dead-letter queue for redrive"
             )
         prompt, enhancement = self._enhanced_prompt(job)
+        try:
+            # The account's start rate is shared: the slot is taken right before the POST.
+            turn = self._pacer.wait_turn(job.job_id)
+        except Exception:  # a wait, or the schedule unreachable: nothing was sent, let go
+            self._ledger.release(job.job_id)
+            if cap > 0:
+                self._ledger.refund_budget(day, price)
+            raise
         sent_at = datetime.now(UTC).isoformat()
         try:
             prediction_id = self._api.submit_generation(job.api_payload(prompt))
@@ -70,6 +81,7 @@ class Admission:
             raise SubmitOutcomeUnknown(f"{exc.message}. {SUBMIT_HINT.format(at=sent_at)}") from None
         except (TransientError, PermanentError):
             # Provably not accepted (429, refused, rejected): nothing was paid.
+            self._pacer.give_back(turn)
             self._ledger.release(job.job_id)
             if cap > 0:
                 self._ledger.refund_budget(day, price)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
@@ -15,6 +16,8 @@ from ..observability import logger
 from ..settings import Settings
 from .admission import Admission
 from .intake import Admit, FileFanOut, ReceivedMessage, file_refusal, plan_file, take_in
+from .pacing import Resend, pacing_delay
+from .pacing_table import message_attributes
 from .ports import Ledger, PromptFiles, Queue
 from .refusal import Redrive, Refusal, Refuser
 
@@ -34,6 +37,7 @@ class SubmitService:
         ledger: Ledger,
         queue: Queue,
         prompt_files: PromptFiles,
+        resend: Resend | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
@@ -42,17 +46,21 @@ class SubmitService:
         self._ledger = ledger
         self._queue = queue
         self._files = prompt_files
+        self._resend = resend
         self._rng = rng or random.Random()
 
     def handle(self, record: SQSRecord) -> None:
-        self.handle_message(ReceivedMessage.from_record(record))
+        self.handle_message(ReceivedMessage.from_record(record), message_attributes(record))
 
-    def handle_message(self, message: ReceivedMessage) -> None:
+    def handle_message(
+        self, message: ReceivedMessage, attributes: Mapping[str, Any] | None = None
+    ) -> None:
+        """`attributes`: the message's own attributes, sent back with a job re-queued for pacing."""
         intake = take_in(message)
         if isinstance(intake, FileFanOut):
             self._fan_out(intake, message)
         elif isinstance(intake, Admit):
-            self._admit(intake, message)
+            self._admit(intake, message, attributes or {})
         else:
             self._refuser.refuse(intake, message)
 
@@ -68,7 +76,9 @@ class SubmitService:
 
         return handle
 
-    def _admit(self, intake: Admit, message: ReceivedMessage) -> None:
+    def _admit(
+        self, intake: Admit, message: ReceivedMessage, attributes: Mapping[str, Any]
+    ) -> None:
         job = intake.job
         if intake.redriven:
             # A message redriven from the DLQ: a refusal that can be retried gets a new chance.
@@ -79,6 +89,14 @@ class SubmitService:
             redrive = Redrive() if exc.code in REDRIVABLE_CODES else None
             self._refuser.refuse(self._failed(intake, exc, redrive=redrive), message)
         except TransientError as exc:
+            delay = pacing_delay(exc, self._settings.rate_window_s, self._rng)
+            if delay is not None and self._resend is not None:
+                # Waiting for the account's start rate is not a failed attempt: the identical
+                # message goes back on the queue and this receive succeeds (is deleted), so
+                # SQS's receive count, which leads to the DLQ, never grows for pacing.
+                self._resend.resend(message.body, attributes, delay)
+                logger.info("job re-queued for pacing", extra={"job_id": intake.job.job_id})
+                return
             if not self._after_transient(intake, exc, message):
                 raise
 
