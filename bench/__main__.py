@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import cold_start, copy, schedule, submit
+from . import cold_start, copy, pacing, schedule, submit
 from .common import ROOT, Figure, info
 
 RESULTS = ROOT / "bench-results.json"
@@ -23,6 +23,7 @@ AREAS: dict[str, Callable[[], list[Figure]]] = {
     "schedule": schedule.run,
     "submit": submit.run,
     "copy": copy.run,
+    "pacing": pacing.run,
 }
 
 

@@ -57,18 +57,18 @@ class SqsPoller:
         return {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
 
     def busy(self, sqs: SQSClient) -> bool:
-        """Whether any event source queue holds a message, visible or in flight."""
+        """Whether any event source queue holds a message, visible, in flight or delayed (a
+        job re-queued to wait for its start)."""
         for mapping in self.mappings:
             attributes = sqs.get_queue_attributes(
                 QueueUrl=mapping["queue_url"],
                 AttributeNames=[
                     "ApproximateNumberOfMessages",
                     "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
                 ],
             )["Attributes"]
-            if int(attributes["ApproximateNumberOfMessages"]) or int(
-                attributes["ApproximateNumberOfMessagesNotVisible"]
-            ):
+            if any(int(count or 0) for count in attributes.values()):
                 return True
         return False
 
