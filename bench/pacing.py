@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from botocore.exceptions import ClientError
+
 from kling_local.pipeline import LocalOptions, LocalPipeline
 from kling_local.simulator import SimulatorConfig
 
@@ -47,7 +49,13 @@ def _pollers(pipeline: LocalPipeline, count: int) -> Iterator[None]:
 
     def poll() -> None:
         while not stop.is_set():
-            if not pipeline.poll_queues_once():
+            try:
+                handled = pipeline.poll_queues_once()
+            except ClientError:
+                # moto may hand one message to two concurrent receivers; the second delete
+                # is refused. SQS is at-least-once too: the pipeline treats it as a duplicate.
+                handled = 0
+            if not handled:
                 stop.wait(0.05)
 
     threads = [threading.Thread(target=poll, daemon=True) for _ in range(count)]
