@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import cold_start, copy, schedule, submit, webhook
+from . import cold_start, copy, pacing, schedule, submit, webhook
 from .common import ROOT, Figure, info
 
 RESULTS = ROOT / "bench-results.json"
@@ -24,6 +24,7 @@ AREAS: dict[str, Callable[[], list[Figure]]] = {
     "submit": submit.run,
     "copy": copy.run,
     "webhook": webhook.run,
+    "pacing": pacing.run,
 }
 
 

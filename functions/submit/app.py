@@ -15,9 +15,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kling_pipeline.observability import logger, metrics, tracer
 from kling_pipeline.wiring import submit_service
 
-# Every record's outcome is reported, even when all fail, so SQS retries only those records.
-processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
@@ -26,6 +23,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     return async_process_partial_response(
         event=event,
         record_handler=submit_service().record_handler(),
-        processor=processor,
+        # A processor holds one batch's state: one per invocation, so invocations that share
+        # a process (the local runner's concurrent pollers) never mix their batches. Every
+        # record's outcome is reported, even when all fail, so SQS retries only those records.
+        processor=AsyncBatchProcessor(
+            event_type=EventType.SQS, raise_on_entire_batch_failure=False
+        ),
         context=context,
     )

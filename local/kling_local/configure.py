@@ -23,6 +23,11 @@ SHORTCUT_PARAMETERS = {
 }
 
 
+#: Naming either of these in --parameter-overrides paces the local run like a deployed stack.
+PACING_PARAMETERS = {"WaveSpeedTier", "WaveSpeedVideosPerMinute"}
+UNPACED_VIDEOS_PER_MINUTE = "100000"
+
+
 def local_template(options: LocalOptions) -> Template:
     """template.yaml with the local shortcuts, then `template_overrides` (tests' raw knob),
     then the user's `parameter_overrides`, which must pass the template's constraints."""
@@ -33,7 +38,12 @@ def local_template(options: LocalOptions) -> Template:
         for name, option in SHORTCUT_PARAMETERS.items()
         if name in declared
     }
-    return Template.load(overrides={**shortcuts, **options.template_overrides, **overrides})
+    chosen = {**options.template_overrides, **overrides}
+    if not PACING_PARAMETERS & chosen.keys():
+        # Local runs are not paced to a WaveSpeed tier unless one is asked for: the template's
+        # default (Bronze, one start every 31 s) would make every multi-job run crawl.
+        shortcuts["WaveSpeedVideosPerMinute"] = UNPACED_VIDEOS_PER_MINUTE
+    return Template.load(overrides={**shortcuts, **chosen})
 
 
 def function_environment(

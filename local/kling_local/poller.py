@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from .lambdas import FunctionHost
 from .provision import REGION, EventSourceMapping
 
@@ -40,10 +42,20 @@ class SqsPoller:
             failed = self._invoke(mapping, messages)
             for message in messages:
                 if message["MessageId"] not in failed:
-                    sqs.delete_message(
-                        QueueUrl=mapping["queue_url"], ReceiptHandle=message["ReceiptHandle"]
-                    )
+                    self._delete(sqs, mapping["queue_url"], message["ReceiptHandle"])
         return handled
+
+    @staticmethod
+    def _delete(sqs: SQSClient, queue_url: str, receipt_handle: str) -> None:
+        """Deletes a handled message. With several pollers, moto can hand one message to two
+        receivers; the older receipt handle is then invalid, as a real SQS receipt handle is
+        after its message was received again. Lambda ignores that too: the message comes back
+        and the submit path treats it as the duplicate delivery it is."""
+        try:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt_handle)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ReceiptHandleIsInvalid":
+                raise
 
     def _invoke(self, mapping: EventSourceMapping, messages: list[Any]) -> set[str]:
         """The message ids the function failed: all of them when it raised."""
@@ -57,18 +69,18 @@ class SqsPoller:
         return {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
 
     def busy(self, sqs: SQSClient) -> bool:
-        """Whether any event source queue holds a message, visible or in flight."""
+        """Whether any event source queue holds a message, visible, in flight or delayed (a
+        job re-queued to wait for its start)."""
         for mapping in self.mappings:
             attributes = sqs.get_queue_attributes(
                 QueueUrl=mapping["queue_url"],
                 AttributeNames=[
                     "ApproximateNumberOfMessages",
                     "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
                 ],
             )["Attributes"]
-            if int(attributes["ApproximateNumberOfMessages"]) or int(
-                attributes["ApproximateNumberOfMessagesNotVisible"]
-            ):
+            if any(int(count or 0) for count in attributes.values()):
                 return True
         return False
 

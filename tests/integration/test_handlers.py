@@ -15,7 +15,7 @@ from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline import clients, wiring
 from kling_pipeline.errors import TransientError
 from kling_pipeline.job.request import message_job_id
-from tests.conftest import load_event
+from tests.conftest import PipelineFactory, load_event
 
 SCHEMA = "kling-pipeline.notification/v1"
 MODEL = "kwaivgi/kling-v2.0-t2v-master"
@@ -125,9 +125,11 @@ def version_of(event: dict[str, Any]) -> str:
 
 
 def test_submit_starts_one_workflow_per_record_when_given_the_sqs_job_event(
-    pipeline: LocalPipeline,
+    make_pipeline: PipelineFactory,
 ) -> None:
-    # Given the SQS event sam local invoke uses: a JSON job and a plain-text prompt
+    # Given an account whose start rate takes both records at once (Bronze spaces them 31 s)
+    pipeline = make_pipeline(parameter_overrides={"WaveSpeedTier": "silver"})
+    # and the SQS event sam local invoke uses: a JSON job and a plain-text prompt
     event = load_event("submit-sqs-job.json")
     job_ids = [message_job_id(r["body"]) for r in event["Records"]]
 

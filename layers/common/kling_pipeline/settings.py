@@ -78,6 +78,14 @@ class Settings:
     #: First redelivery delay after a transient submit failure; doubles per receive.
     retry_base_s: float = 30.0
     submit_concurrency: int = 3
+    #: The WaveSpeed account's videos started per minute (its tier); 0: no pacing.
+    videos_per_minute: int = 0
+    #: The rate window WaveSpeed counts starts in (shorter only against a time-scaled simulator).
+    rate_window_s: float = 60.0
+    #: Slack per rate window for late starts and uneven POST latencies (see submit.pacing).
+    rate_margin_s: float = 2.0
+    #: The longest a submit function sleeps for its turn before re-queueing the job instead.
+    pace_max_wait_s: float = 3.0
     submit_lease_s: int = 300
     submit_timeout_s: float = 30.0
     #: Waits before each look at the prediction history after an ambiguous submit.
@@ -153,6 +161,10 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         retry_base_s=_number(env, "RETRY_BASE_S", base.retry_base_s),
         submit_concurrency=max(1, int(_number(env, "SUBMIT_CONCURRENCY", base.submit_concurrency))),
         submit_lease_s=int(_number(env, "SUBMIT_LEASE_S", base.submit_lease_s)),
+        videos_per_minute=max(0, int(_number(env, "VIDEOS_PER_MINUTE", 0))),
+        rate_window_s=max(0.001, _number(env, "RATE_WINDOW_S", base.rate_window_s)),
+        rate_margin_s=max(0.0, _number(env, "RATE_MARGIN_S", base.rate_margin_s)),
+        pace_max_wait_s=max(0.0, _number(env, "PACE_MAX_WAIT_S", base.pace_max_wait_s)),
         submit_timeout_s=_number(env, "SUBMIT_TIMEOUT_S", base.submit_timeout_s),
         reconcile_waits_s=tuple(float(w) for w in _split(env.get("RECONCILE_WAITS_S", "")))
         or base.reconcile_waits_s,

@@ -38,6 +38,7 @@ def notifier() -> Notifier:
 def submit_service() -> SubmitService:
     from .submit.admission import Admission
     from .submit.aws import S3PromptFiles, SqsQueue, StepFunctionsWorkflows
+    from .submit.pacing_table import SqsResend, start_pacer
     from .submit.reconcile import Reconciler, TablePredictionOwners
     from .submit.refusal import Refuser
     from .submit.service import SubmitService
@@ -65,6 +66,7 @@ def submit_service() -> SubmitService:
             TablePredictionOwners(clients.dynamodb(), settings.jobs_table),
             waits_s=settings.reconcile_waits_s,
         ),
+        pacer=start_pacer(settings, clients.dynamodb()),
     )
     return SubmitService(
         settings,
@@ -74,6 +76,7 @@ def submit_service() -> SubmitService:
         queue=queue,
         prompt_files=S3PromptFiles(clients.s3(), settings.max_prompt_file_bytes),
         signer=signer,
+        resend=SqsResend(clients.sqs(), settings.job_queue_url),
     )
 
 

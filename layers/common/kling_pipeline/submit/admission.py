@@ -13,6 +13,7 @@ from ..job.workflow import JobSummary, WorkflowState
 from ..observability import logger, metrics
 from ..settings import Settings
 from ..types import Json
+from .pacing import UNPACED, Pacer
 from .ports import GenerationApi, Ledger, Workflows
 from .reconcile import Reconciler
 
@@ -48,6 +49,7 @@ class Admission:
         api: GenerationApi,
         workflows: Workflows,
         reconciler: Reconciler | None = None,
+        pacer: Pacer = UNPACED,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -55,6 +57,7 @@ class Admission:
         self._api = api
         self._workflows = workflows
         self._reconciler = reconciler
+        self._pacer = pacer
         self._clock = clock
 
     def admit(
@@ -93,7 +96,10 @@ class Admission:
         prompt, enhancement = self._enhanced_prompt(job)
         try:
             self._ensure_time(job, time_left, enhancing=False)
-        except TransientError:
+            # The account's start rate is shared: the slot is taken right before the POST
+            # (a near turn is slept for; the time guard's margin covers that short sleep).
+            turn = self._pacer.wait_turn(job.job_id)
+        except Exception:  # out of time, a wait, or the schedule unreachable: nothing was sent
             self._ledger.release(job.job_id)
             if cap > 0:
                 self._ledger.refund_budget(day, price)
@@ -115,6 +121,7 @@ class Admission:
             prediction_id = found.prediction_id
         except (TransientError, PermanentError):
             # Provably not accepted (429, refused, rejected): nothing was paid.
+            self._pacer.give_back(turn)
             self._ledger.release(job.job_id)
             if cap > 0:
                 self._ledger.refund_budget(day, price)

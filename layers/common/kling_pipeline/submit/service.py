@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -24,6 +24,8 @@ from .intake import (
     plan_file,
     take_in,
 )
+from .pacing import Resend, pacing_delay
+from .pacing_table import message_attributes
 from .ports import Ledger, PromptFiles, Queue
 from .refusal import Redrive, Refusal, Refuser
 from .signing import AttributeSigner
@@ -51,6 +53,7 @@ class SubmitService:
         queue: Queue,
         prompt_files: PromptFiles,
         signer: AttributeSigner,
+        resend: Resend | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
@@ -60,21 +63,27 @@ class SubmitService:
         self._queue = queue
         self._files = prompt_files
         self._signer = signer
+        self._resend = resend
         self._rng = rng or random.Random()
 
     def handle(self, record: SQSRecord, time_left: Callable[[], float] = no_deadline) -> None:
-        self.handle_message(ReceivedMessage.from_record(record, self._signer), time_left)
+        message = ReceivedMessage.from_record(record, self._signer)
+        self.handle_message(message, time_left, message_attributes(record))
 
     def handle_message(
-        self, message: ReceivedMessage, time_left: Callable[[], float] = no_deadline
+        self,
+        message: ReceivedMessage,
+        time_left: Callable[[], float] = no_deadline,
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         """`time_left`: seconds left in this invocation; a paid POST that could not finish
-        in it is not started (the message is left for SQS to deliver again)."""
+        in it is not started (the message is left for SQS to deliver again). `attributes`: the
+        message's own, sent back unchanged with a job re-queued for pacing."""
         intake = take_in(message)
         if isinstance(intake, FileFanOut):
             self._fan_out(intake, message)
         elif isinstance(intake, Admit):
-            self._admit(intake, message, time_left)
+            self._admit(intake, message, time_left, attributes or {})
         else:
             self._refuser.refuse(intake, message)
 
@@ -93,7 +102,11 @@ class SubmitService:
         return handle
 
     def _admit(
-        self, intake: Admit, message: ReceivedMessage, time_left: Callable[[], float]
+        self,
+        intake: Admit,
+        message: ReceivedMessage,
+        time_left: Callable[[], float],
+        attributes: Mapping[str, Any],
     ) -> None:
         job = intake.job
         if intake.redriven:
@@ -107,6 +120,14 @@ class SubmitService:
             redrive = Redrive() if exc.code in REDRIVABLE_CODES else None
             self._refuser.refuse(self._failed(intake, exc, redrive=redrive), message)
         except TransientError as exc:
+            delay = pacing_delay(exc, self._settings.rate_window_s, self._rng)
+            if delay is not None and self._resend is not None:
+                # Waiting for the account's start rate is not a failed attempt: the identical
+                # message goes back on the queue and this receive succeeds (is deleted), so
+                # SQS's receive count, which leads to the DLQ, never grows for pacing.
+                self._resend.resend(message.body, attributes, delay)
+                logger.info("job re-queued for pacing", extra={"job_id": intake.job.job_id})
+                return
             if not self._after_transient(intake, exc, message):
                 raise
 
@@ -179,7 +200,7 @@ class SubmitService:
                 logger.info("folder marker ignored", extra={"key": upload.key})
                 continue
             try:
-                self._check_origin(upload)
+                check_origin(self._settings, upload)
                 data = self._files.read(upload)
                 entries = parse_prompt_file(
                     upload.key,
@@ -211,15 +232,16 @@ class SubmitService:
             )
             logger.info("prompt file queued", extra={"key": upload.key, "jobs": len(plan.messages)})
 
-    def _check_origin(self, upload: PromptUpload) -> None:
-        """Anyone who may send to the queue can write an S3-event-shaped message: only the
-        configured prompts bucket and prefix are read (and only versions that exist)."""
-        bucket, prefix = self._settings.prompts_bucket, self._settings.prompts_prefix
-        if (bucket and upload.bucket != bucket) or not upload.key.startswith(prefix):
-            raise PromptFileRejected(
-                f"s3://{upload.bucket}/{upload.key}: not under the pipeline's prompts location "
-                f"({prefix} in its prompts bucket); the event was not acted on"
-            )
+
+def check_origin(settings: Settings, upload: PromptUpload) -> None:
+    """Anyone who may send to the queue can write an S3-event-shaped message: only the
+    configured prompts bucket and prefix are read (and only versions that exist)."""
+    bucket, prefix = settings.prompts_bucket, settings.prompts_prefix
+    if (bucket and upload.bucket != bucket) or not upload.key.startswith(prefix):
+        raise PromptFileRejected(
+            f"s3://{upload.bucket}/{upload.key}: not under the pipeline's prompts location "
+            f"({prefix} in its prompts bucket); the event was not acted on"
+        )
 
 
 def _time_left(context: Any) -> Callable[[], float]:
