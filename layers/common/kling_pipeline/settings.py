@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from urllib.parse import urlsplit
 
 from .errors import PermanentError
 
@@ -67,7 +68,8 @@ class Settings:
     dead_letter_queue_url: str = ""
     api_key_secret: str = ""
     api_base: str = "https://api.wavespeed.ai"
-    #: Testing only: an API key given directly instead of through Secrets Manager.
+    #: Local runs only: an API key given directly instead of through Secrets Manager (a
+    #: stand-in's key, e.g. the simulator's); never used by a deployed function or for WaveSpeed.
     api_key_override: str = ""
     #: Where WaveSpeed sends webhooks (the webhook function's URL); empty: webhooks are off.
     webhook_url: str = ""
@@ -128,6 +130,24 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise PermanentError(f"setting {name} must be a number, got {raw!r}") from None
 
 
+def deployed(env: Mapping[str, str]) -> bool:
+    """True inside a Lambda function AWS runs; False in `sam local invoke` (which sets
+    AWS_SAM_LOCAL=true), the local runner and tests."""
+    return bool(env.get("AWS_LAMBDA_FUNCTION_NAME")) and env.get("AWS_SAM_LOCAL") != "true"
+
+
+def _is_wavespeed(api_base: str) -> bool:
+    host = urlsplit(api_base).hostname or ""
+    return host == "wavespeed.ai" or host.endswith(".wavespeed.ai")
+
+
+def _local_only(env: Mapping[str, str], name: str) -> str:
+    """A local-run setting: the template declares it (empty) so `sam local invoke --env-vars`
+    can set it, and a deployed function ignores it whatever value it is given, so production
+    never downloads over plain http nor authenticates with anything but its secret."""
+    return "" if deployed(env) else env.get(name, "")
+
+
 def settings_from(env: Mapping[str, str]) -> Settings:
     """Builds settings from an environment mapping; unknown values fall back to defaults."""
     base = Settings()
@@ -143,6 +163,10 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         webhook_wait_s=int(_number(env, "WEBHOOK_FALLBACK_S", 0)) if env.get("WEBHOOK_URL") else 0,
     ).clamp()
     hosts = _split(env.get("ALLOWED_OUTPUT_HOSTS", "")) or base.allowed_output_hosts
+    api_base = env.get("WAVESPEED_API_BASE", "") or base.api_base
+    # A stand-in's key goes to stand-ins only: switching the base to WaveSpeed is the one
+    # change that makes a local invoke use (and pay with) the real key from the secret.
+    key_override = "" if _is_wavespeed(api_base) else _local_only(env, "WAVESPEED_API_KEY_OVERRIDE")
     return Settings(
         jobs_table=env.get("JOBS_TABLE", ""),
         videos_bucket=env.get("VIDEOS_BUCKET", ""),
@@ -152,11 +176,11 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL", ""),
         api_key_secret=env.get("API_KEY_SECRET", ""),
         prompts_bucket=env.get("PROMPTS_BUCKET", ""),
-        api_base=env.get("WAVESPEED_API_BASE", "") or base.api_base,
-        api_key_override=env.get("WAVESPEED_API_KEY_OVERRIDE", ""),
+        api_base=api_base,
+        api_key_override=key_override,
         webhook_url=env.get("WEBHOOK_URL", ""),
         allowed_output_hosts=hosts,
-        local_output_hosts=_split(env.get("LOCAL_OUTPUT_HOSTS", "")),
+        local_output_hosts=_split(_local_only(env, "LOCAL_OUTPUT_HOSTS")),
         max_receive_count=int(_number(env, "MAX_RECEIVE_COUNT", base.max_receive_count)),
         retry_base_s=_number(env, "RETRY_BASE_S", base.retry_base_s),
         submit_concurrency=max(1, int(_number(env, "SUBMIT_CONCURRENCY", base.submit_concurrency))),
@@ -183,9 +207,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         download_deadline_s=_number(env, "DOWNLOAD_DEADLINE_S", base.download_deadline_s),
         presign_expiry_s=int(_number(env, "PRESIGN_EXPIRY_S", base.presign_expiry_s)),
         poll=schedule,
-        tracing_enabled=env.get("TRACING_ENABLED", "").lower() == "true"
-        and bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
-        and not env.get("AWS_SAM_LOCAL"),
+        tracing_enabled=env.get("TRACING_ENABLED", "").lower() == "true" and deployed(env),
     )
 
 

@@ -10,6 +10,7 @@ from .config import (
     OUTAGE_FORMS,
     OUTAGE_TARGETS,
     OUTPUT_STYLES,
+    SEEDABLE_STATUSES,
     TIERS,
     WEBHOOK_BODIES,
     Outage,
@@ -29,6 +30,17 @@ def _outage(text: str) -> Outage:
     except ValueError as problem:
         raise argparse.ArgumentTypeError(str(problem)) from None
     return outage
+
+
+def _seeded(text: str) -> tuple[str, str]:
+    """ID[:STATUS], e.g. 0123abcd or 0123abcd:failed (default completed)."""
+    prediction_id, _, status = text.partition(":")
+    status = status or "completed"
+    if not prediction_id or status not in SEEDABLE_STATUSES:
+        raise argparse.ArgumentTypeError(
+            f"expected ID[:STATUS], STATUS one of {', '.join(SEEDABLE_STATUSES)}"
+        )
+    return prediction_id, status
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -88,6 +100,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--webhook-secret", default=SimulatorConfig.webhook_secret)
     _add_webhook_arguments(parser)
     parser.add_argument("--public-base-url", default=None)
+    parser.add_argument(
+        "--seed-prediction",
+        type=_seeded,
+        action="append",
+        default=[],
+        metavar="ID[:STATUS]",
+        help="a prediction that exists from the start, already ended (completed with one "
+        "output, or failed), unpaid: for saved events; repeatable",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser.parse_args(argv)
 
@@ -168,6 +189,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
             for suffix, field in _WEBHOOK_RATES.items()
         },
         public_base_url=args.public_base_url,
+        seeded_predictions=tuple(args.seed_prediction),
         verbose=args.verbose,
     )
 

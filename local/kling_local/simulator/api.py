@@ -34,6 +34,8 @@ class WaveSpeedApi:
         self.config = config
         self.lock = threading.RLock()
         self.book = TaskBook(config, self.lock)
+        for prediction_id, status in config.seeded_predictions:
+            self.book.seed(prediction_id, status, time.monotonic())
         self.account = Account(config)
         self.optimizer = PromptOptimizer()
         self._submit_faults = SubmitFaults(config, self.book.rng)

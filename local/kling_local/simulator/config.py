@@ -113,6 +113,9 @@ class Outage:
             raise ValueError(f"outage form must be one of {', '.join(OUTAGE_FORMS)}")
 
 
+#: Terminal states a seeded prediction may have.
+SEEDABLE_STATUSES = ("completed", "failed")
+
 COUNTERS = (
     "submit_requests",
     "tasks_created",
@@ -160,6 +163,9 @@ class SimulatorConfig:
     """Behaviour of a simulator instance; every fault is off by default."""
 
     api_key: str = "sim-test-key"
+    #: (prediction id, terminal status) pairs that exist from the start, ended, unpaid: what
+    #: saved events (`events/poll.json`, `events/finalize-*.json`) name.
+    seeded_predictions: tuple[tuple[str, str], ...] = ()
     host: str = "127.0.0.1"
     port: int = 0
     # Output URLs normally echo the request's Host header; set this to force another base.
@@ -239,6 +245,12 @@ class SimulatorConfig:
         if self.output_size is not None and self.output_size < VideoBlob.min_size():
             raise ValueError(f"output_size must be at least {VideoBlob.min_size()} bytes")
         self._validate_account()
+        for prediction_id, status in self.seeded_predictions:
+            if not prediction_id or status not in SEEDABLE_STATUSES:
+                raise ValueError(
+                    f"a seeded prediction needs an id and one of {', '.join(SEEDABLE_STATUSES)},"
+                    f" got {prediction_id!r}:{status!r}"
+                )
 
     def _validate_account(self) -> None:
         if self.max_concurrency is not None and self.max_concurrency < 1:

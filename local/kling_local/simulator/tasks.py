@@ -138,6 +138,32 @@ class TaskBook:
             self._tasks[task.id] = task
             return task
 
+    def seed(self, task_id: str, outcome: str, now: float) -> Task:
+        """A prediction that already ended with `outcome` (completed: one output), so a saved
+        event naming `task_id` reads a real result. Nothing is charged for it."""
+        failed = outcome != "completed"
+        with self.lock:
+            task = Task(
+                id=task_id,
+                prompt="seeded prediction",
+                params={"prompt": "seeded prediction", "aspect_ratio": "16:9", "duration": 5},
+                created_at=now_iso(),
+                created_monotonic=now,
+                started_monotonic=now - self.config.generation_seconds,
+                outcome=outcome,
+                error="seeded failure" if failed else "",
+                code=1405 if failed else 0,
+                price_usd=0.0,
+                nsfw=False,
+                output_count=0 if failed else 1,
+                cut_once=False,
+                truncate=False,
+                not_mp4=False,
+                poll_500_pending=False,
+            )
+            self._tasks[task_id] = task
+            return task
+
     def output_base(self, api_base: str) -> str:
         host = self.config.output_host
         if host is None:
