@@ -171,8 +171,10 @@ def test_jsonl_prompt_file_runs_valid_lines_and_rejects_the_invalid_line(
         "type": "s3",
         "bucket": pipeline.prompts_bucket,
         "key": key,
+        "version_id": rejected["source"]["version_id"],  # the version this upload created
         "line": 2,
     }
+    assert rejected["source"]["version_id"]
     assert rejected["error"]["field"] == "duration"
     assert f"{key} line 2" in rejected["error"]["message"]
     assert rejected["request_id"] is None
