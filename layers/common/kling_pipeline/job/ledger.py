@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from ..conditional import condition_failed, conditional
 from ..errors import ErrorDetail
 from ..types import Json
 from .record import REDRIVE_FROM_SCRATCH, JobRecord, Stage, encode, job_key
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
 
 #: How long a terminal claim's holder has to publish before another attempt may take over.
 TERMINAL_LEASE_S = 120
-
-
-def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 def _now_iso() -> str:
@@ -55,13 +52,8 @@ class _JobItems:
         return self._conditional(self._db.update_item, job_id, request)
 
     def _conditional(self, write: Callable[..., object], job_id: str, request: Json) -> bool:
-        try:
-            write(TableName=self._table, Key=job_key(job_id), **request)
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        answer = conditional(write, TableName=self._table, Key=job_key(job_id), **request)
+        return answer is not None
 
 
 class _Claims(_JobItems):
@@ -133,7 +125,7 @@ class _Claims(_JobItems):
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -342,7 +334,7 @@ class DailyBudget:
             )
             return True
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..conditional import conditional
 from ..errors import TransientError
 from ..settings import Settings
 from .pacing import UNPACED, Pacer, PacingWait, Reservation, StartPacer, StartRate
@@ -27,10 +28,6 @@ HOLD_TTL_S = 86400
 
 def _held_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"pace#job#{job_id}"}}
-
-
-def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 class TableStartSchedule:
@@ -57,41 +54,35 @@ class TableStartSchedule:
         raise PacingWait("the start schedule kept changing under this job", delay_s=1)
 
     def _restart(self, now_ms: int, spacing_ms: int) -> bool:
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=SCHEDULE_KEY,
-                UpdateExpression="SET next_ms = :after",
-                ConditionExpression="attribute_not_exists(next_ms) OR next_ms <= :now",
-                ExpressionAttributeValues={
-                    ":now": {"N": str(now_ms)},
-                    ":after": {"N": str(now_ms + spacing_ms)},
-                },
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        answer = conditional(
+            self._db.update_item,
+            TableName=self._table,
+            Key=SCHEDULE_KEY,
+            UpdateExpression="SET next_ms = :after",
+            ConditionExpression="attribute_not_exists(next_ms) OR next_ms <= :now",
+            ExpressionAttributeValues={
+                ":now": {"N": str(now_ms)},
+                ":after": {"N": str(now_ms + spacing_ms)},
+            },
+        )
+        return answer is not None
 
     def _advance(self, now_ms: int, spacing_ms: int, horizon_ms: int) -> int | None:
-        try:
-            answer = self._db.update_item(
-                TableName=self._table,
-                Key=SCHEDULE_KEY,
-                UpdateExpression="SET next_ms = next_ms + :spacing",
-                ConditionExpression="next_ms > :now AND next_ms <= :limit",
-                ExpressionAttributeValues={
-                    ":now": {"N": str(now_ms)},
-                    ":limit": {"N": str(now_ms + horizon_ms)},
-                    ":spacing": {"N": str(spacing_ms)},
-                },
-                ReturnValues="UPDATED_NEW",
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return None
-            raise
+        answer = conditional(
+            self._db.update_item,
+            TableName=self._table,
+            Key=SCHEDULE_KEY,
+            UpdateExpression="SET next_ms = next_ms + :spacing",
+            ConditionExpression="next_ms > :now AND next_ms <= :limit",
+            ExpressionAttributeValues={
+                ":now": {"N": str(now_ms)},
+                ":limit": {"N": str(now_ms + horizon_ms)},
+                ":spacing": {"N": str(spacing_ms)},
+            },
+            ReturnValues="UPDATED_NEW",
+        )
+        if answer is None:
+            return None
         return int(answer["Attributes"]["next_ms"]["N"]) - spacing_ms
 
     def _next_ms(self) -> int | None:
@@ -101,22 +92,19 @@ class TableStartSchedule:
         return int(item["next_ms"]["N"]) if item and "next_ms" in item else None
 
     def give_back(self, at_ms: int, spacing_ms: int) -> bool:
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=SCHEDULE_KEY,
-                UpdateExpression="SET next_ms = :at",
-                ConditionExpression="next_ms = :after",
-                ExpressionAttributeValues={
-                    ":at": {"N": str(at_ms)},
-                    ":after": {"N": str(at_ms + spacing_ms)},
-                },
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False  # a later start was promised since: that slot stays unused
-            raise
-        return True
+        answer = conditional(
+            self._db.update_item,
+            TableName=self._table,
+            Key=SCHEDULE_KEY,
+            UpdateExpression="SET next_ms = :at",
+            ConditionExpression="next_ms = :after",
+            ExpressionAttributeValues={
+                ":at": {"N": str(at_ms)},
+                ":after": {"N": str(at_ms + spacing_ms)},
+            },
+        )
+        # None: a later start was promised since, so that slot stays unused.
+        return answer is not None
 
     def held(self, job_id: str) -> int | None:
         item = self._db.get_item(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import ClientError
 
 from .. import MODEL_ID
+from ..conditional import condition_failed
 from ..errors import PermanentError, TransientError
 from ..observability import logger, metrics
 
@@ -170,7 +171,7 @@ class TablePredictionOwners:
                 ExpressionAttributeValues={":j": {"S": job_id}},
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             raise
         return True

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..conditional import condition_failed
 from ..errors import TransientError
 
 if TYPE_CHECKING:
@@ -37,10 +38,6 @@ def prediction_key(prediction_id: str) -> dict[str, dict[str, str]]:
 
 def hook_key(webhook_id: str) -> dict[str, dict[str, str]]:
     return {"pk": {"S": f"hook#{webhook_id}"}}
-
-
-def _failed_condition(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 class WebhookStore:
@@ -100,7 +97,7 @@ class WebhookStore:
                 ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
-            if _failed_condition(exc):
+            if condition_failed(exc):
                 raise UnknownPrediction(prediction_id) from None
             raise TransientError(f"could not mark the webhook: {type(exc).__name__}") from None
         except BotoCoreError as exc:
