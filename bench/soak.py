@@ -22,8 +22,9 @@ from pathlib import Path
 from kling_local.pipeline import LocalOptions
 from kling_local.simulator import SimulatorConfig
 
+from .soak_real import rows as real_service_rows
 from .soak_verify import SoakReport, verify
-from .soak_workload import SoakPipeline, Upload, Workload, iter_sends, plan_workload
+from .soak_workload import RealService, SoakPipeline, Upload, Workload, iter_sends, plan_workload
 
 MIN_PART_BYTES = 5 * 1024 * 1024
 #: Two parts per video at the minimum part size: truncations then abort uploads holding parts.
@@ -62,6 +63,8 @@ class SoakConfig:
     generation_seconds: float = 0.75
     output_size: int | None = DEFAULT_OUTPUT_SIZE
     progress: bool = True
+    #: Queueing, status-read outages, coded failures and ambiguous submits.
+    real: RealService = RealService()
 
     def simulator(self) -> SimulatorConfig:
         return SimulatorConfig(
@@ -77,6 +80,7 @@ class SoakConfig:
             truncate_rate=self.truncate_rate,
             webhook_lost_rate=self.webhook_lost_rate,
             webhook_duplicate_rate=self.webhook_duplicate_rate,
+            **self.real.simulator_fields(),
         )
 
     def options(self) -> LocalOptions:
@@ -88,7 +92,7 @@ class SoakConfig:
             poll_deadline_s=max(300, int(self.timeout_s)),
             # The smallest part S3 allows, so videos over 5 MiB stream as multipart uploads and
             # a cut or truncated download leaves a started upload behind to be aborted.
-            env={"COPY_PART_BYTES": str(MIN_PART_BYTES)},
+            env={"COPY_PART_BYTES": str(MIN_PART_BYTES), **self.real.env()},
         )
 
 
@@ -116,6 +120,7 @@ def run_soak(config: SoakConfig, pipeline_type: type[SoakPipeline] = SoakPipelin
         config.seed,
         invalid_rate=config.invalid_rate,
         duplicate_rate=config.duplicate_rate,
+        ambiguous_rate=config.real.ambiguous_rate,
     )
     pipeline = pipeline_type(config.options(), workload.lost)
     with pipeline:
@@ -171,6 +176,7 @@ def _rows(r: SoakReport) -> list[tuple[str, list[Row]]]:
                 ("downloads truncated for good", r.truncated_tasks, None),
             ],
         ),
+        ("The real service (simulator)", real_service_rows(r.real)),
         (
             "Never pay twice",
             [

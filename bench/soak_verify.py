@@ -6,13 +6,21 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
 from kling_local.pipeline import LocalPipeline, RunResult
 from kling_local.simulator import WaveSpeedSimulator
 
+from .soak_real import (
+    UNKNOWN,
+    RealServiceCheck,
+    RealServiceCounts,
+    ambiguous,
+    expected_failure,
+    queue_and_outages,
+)
 from .soak_workload import FILE_LINE, MALFORMED_FILE, Job, Workload
 
 FILE_JOB_ID = re.compile(r"^file-[0-9a-f]{24}-(\d+)\Z")
@@ -29,9 +37,10 @@ class TaskTruth:
     cut_once: bool
     truncate: bool
     downloads: int
+    code: int
 
 
-TRUTH_KEYS = ("id", "prompt", "status", "output_count", "cut_once", "truncate", "downloads")
+TRUTH_KEYS = ("id", "prompt", "status", "output_count", "cut_once", "truncate", "downloads", "code")
 
 
 def task_truths(sim: WaveSpeedSimulator) -> list[TaskTruth]:
@@ -88,6 +97,7 @@ class SoakReport:
     #: Outputs (notifications, DLQ attributes) holding the API key.
     leaks: int = 0
     timed_out: bool = False
+    real: RealServiceCounts = field(default_factory=RealServiceCounts)
     wall_s: float = 0.0
     jobs_per_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -98,7 +108,7 @@ class SoakReport:
         return not self.violations
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__} | {"ok": self.ok}
+        return asdict(self) | {"ok": self.ok}
 
 
 def read_dead_letters(pipeline: LocalPipeline) -> list[dict[str, Any]]:
@@ -148,6 +158,10 @@ class _Checker:
         self.report = SoakReport()
         self.by_job = result.by_job()
         self.tasks = task_truths(self.sim)
+        self.snapshots: dict[str, list[dict[str, Any]]] = {}
+        for snapshot in self.sim.tasks():
+            self.snapshots.setdefault(snapshot["prompt"], []).append(snapshot)
+        self.real = RealServiceCheck(self.report.real, self.violation)
         self.tasks_by_prompt: dict[str, list[TaskTruth]] = {}
         for task in self.tasks:
             self.tasks_by_prompt.setdefault(task.prompt, []).append(task)
@@ -206,6 +220,7 @@ class _Checker:
         r.cut_once_tasks = sum(
             1 for t in self.tasks if t.cut_once and not t.truncate and t.status == "completed"
         )
+        queue_and_outages(self.sim, r.real)
         self.check_paid()
         for job in w.jobs:
             self.check_job(job)
@@ -264,6 +279,9 @@ class _Checker:
             self.violation(f"{job.label} ({job.kind}) {job_id}: expected {expected}, got {outcome}")
         if task is not None and note.get("request_id") not in (None, task.id):
             self.violation(f"{job_id}: request_id {note.get('request_id')} is not task {task.id}")
+        if job.valid:
+            name = f"{job.label} ({job.kind}) {job_id}"
+            self.real.job(name, job.prompt, note, outcome, self.snapshots.get(job.prompt or "", []))
         if note["status"] == "completed" and task is not None:
             self.check_outputs(job_id, note, task)
         if task is not None and task.cut_once and not task.truncate and outcome == "completed":
@@ -277,12 +295,16 @@ class _Checker:
             # Only a submit refused on every delivery leaves a valid job unpaid.
             return ("failed/retries_exhausted",), None
         task = tasks[0]
-        if task.status == "failed":
-            return ("failed/generation_failed",), task
+        # A dropped submit answer that the history cannot settle ends unknown, whatever the task.
+        unknown = (UNKNOWN,) if ambiguous(job.prompt) else ()
+        failure = expected_failure(task.status, task.code)
+        if failure is not None:
+            return (failure, *unknown), task
         if task.status == "cancelled":
-            return ("failed/generation_cancelled",), task
+            return ("failed/generation_cancelled", *unknown), task
         if task.status == "completed":
-            return (("failed/download_incomplete",) if task.truncate else ("completed",)), task
+            stored = "failed/download_incomplete" if task.truncate else "completed"
+            return (stored, *unknown), task
         return (f"(task still {task.status})",), task
 
     def check_outputs(self, job_id: str, note: dict[str, Any], task: TaskTruth) -> None:

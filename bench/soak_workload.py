@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_plus
 
 from kling_local.pipeline import LocalOptions, LocalPipeline
+from kling_local.simulator.config import MARKER_DROP_SUBMIT, Outage
 from kling_pipeline.job.request import message_job_id
 
 if TYPE_CHECKING:
@@ -39,8 +40,47 @@ STYLES = ("cinematic", "documentary", "dreamlike", "hand-held", "macro", "wide-a
 #: whatever the random rates draw; the rates add the rest.
 COVERAGE_MARKERS = (
     "[sim:fail]", "[sim:cancel]", "[sim:cut-once]", "[sim:truncate]", "[sim:429-once]",
-    "[sim:poll-500-once]",
+    "[sim:poll-500-once]", "[sim:moderation]", "[sim:fail-5000]", MARKER_DROP_SUBMIT,
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RealService:
+    """What the real WaveSpeed does besides random faults, as the soak drives it.
+
+    Tasks over the account's concurrency wait `created` in WaveSpeed's queue; status reads go
+    through outage windows (HTTP 503, then HTTP 200 with envelope code 5003) shorter than the
+    generation deadline; generations fail with WaveSpeed's `data.code` (moderation among them,
+    refunded); and a share of submits create their paid task but the answer never arrives, so
+    the pipeline must find the task in the prediction history instead of posting again.
+    """
+
+    max_concurrency: int = 4
+    #: Status-read outages: (seconds after the simulator starts, length in seconds, form).
+    outages: tuple[tuple[float, float, str], ...] = ((25.0, 12.0, "http"), (55.0, 12.0, "code"))
+    moderation_rate: float = 0.02
+    #: Codes a random generation failure carries (task failed, server error).
+    fail_codes: tuple[int, ...] = (1403, 1405, 5000)
+    #: Share of valid prompts whose submit answer is dropped after the task was created.
+    ambiguous_rate: float = 0.03
+    #: Looks at the history after an ambiguous submit (production waits 0/2/4/8/16 s).
+    reconcile_waits_s: tuple[float, ...] = (0.0, 0.5)
+
+    def simulator_fields(self) -> dict[str, Any]:
+        """SimulatorConfig keyword arguments."""
+        return {
+            "max_concurrency": self.max_concurrency,
+            "outages": tuple(
+                Outage(start_seconds=start, seconds=length, on="result", form=form)
+                for start, length, form in self.outages
+            ),
+            "moderation_rate": self.moderation_rate,
+            "fail_codes": self.fail_codes,
+        }
+
+    def env(self) -> dict[str, str]:
+        """Function environment the soak's pipeline runs with."""
+        return {"RECONCILE_WAITS_S": ",".join(str(w) for w in self.reconcile_waits_s)}
 
 
 @dataclass
@@ -279,9 +319,16 @@ def _prompt_file(
 
 
 def plan_workload(
-    total_jobs: int, seed: int, *, invalid_rate: float, duplicate_rate: float
+    total_jobs: int,
+    seed: int,
+    *,
+    invalid_rate: float,
+    duplicate_rate: float,
+    ambiguous_rate: float = 0.0,
 ) -> Workload:
-    """`total_jobs` job ids: valid messages, invalid messages, prompt-file lines, one bad file."""
+    """`total_jobs` job ids: valid messages, invalid messages, prompt-file lines, one bad file.
+    A share `ambiguous_rate` of the messages' prompts carry the marker that drops the submit's
+    answer after WaveSpeed created the task."""
     rng = random.Random(seed)
     lines_per_file = 3 if total_jobs < 100 else 5
     invalid_count = max(1, round(total_jobs * invalid_rate))
@@ -301,6 +348,8 @@ def plan_workload(
         if position < len(COVERAGE_MARKERS):
             prompt = f"{prompt} {COVERAGE_MARKERS[position]}"
             roll = 1.0  # an explicit job_id, so the job is easy to find in the report
+        elif ambiguous_rate and rng.random() < ambiguous_rate:
+            prompt = f"{prompt} {MARKER_DROP_SUBMIT}"
         if roll < 0.08:
             job = Job(label, PLAIN, prompt, message_job_id(prompt), body=prompt)
         elif roll < 0.16:
