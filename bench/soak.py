@@ -214,7 +214,7 @@ def _rows(r: SoakReport) -> list[tuple[str, list[Row]]]:
         (
             "Dead-letter queue",
             [
-                ("messages (invalid messages + malformed file event)", r.dead_letters,
+                ("messages (invalid, malformed file, unknown submits)", r.dead_letters,
                  r.dead_letters_expected),
                 ("expected messages missing", r.dead_letters_missing, 0),
                 ("unexpected messages", r.dead_letters_unexpected, 0),

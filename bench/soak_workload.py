@@ -55,14 +55,14 @@ class RealService:
     the pipeline must find the task in the prediction history instead of posting again.
     """
 
-    max_concurrency: int = 4
+    max_concurrency: int = 6
     #: Status-read outages: (seconds after the simulator starts, length in seconds, form).
-    outages: tuple[tuple[float, float, str], ...] = ((25.0, 12.0, "http"), (55.0, 12.0, "code"))
+    outages: tuple[tuple[float, float, str], ...] = ((15.0, 10.0, "http"), (40.0, 10.0, "code"))
     moderation_rate: float = 0.02
     #: Codes a random generation failure carries (task failed, server error).
     fail_codes: tuple[int, ...] = (1403, 1405, 5000)
     #: Share of valid prompts whose submit answer is dropped after the task was created.
-    ambiguous_rate: float = 0.03
+    ambiguous_rate: float = 0.015
     #: Looks at the history after an ambiguous submit (production waits 0/2/4/8/16 s).
     reconcile_waits_s: tuple[float, ...] = (0.0, 0.5)
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench.soak import SoakConfig, format_report, run_soak
 from bench.soak_verify import SoakReport
-from bench.soak_workload import SoakPipeline
+from bench.soak_workload import RealService, SoakPipeline
 
 MIB = 1024 * 1024
 
@@ -28,6 +28,15 @@ FREQUENT_FAULTS = SoakConfig(
     truncate_rate=0.15,
     output_size=11 * MIB,
     progress=False,
+    # Two short status-read outages while jobs are in flight, frequent moderation, and a
+    # concurrency cap the burst of submits queues behind. Dropped submit answers: the marked
+    # job's, and any the rate adds (recovered, or unknown when their windows overlap).
+    real=RealService(
+        max_concurrency=4,
+        outages=((3.0, 4.0, "http"), (9.0, 4.0, "code")),
+        moderation_rate=0.05,
+        ambiguous_rate=0.05,
+    ),
 )
 
 
@@ -48,6 +57,12 @@ def assert_promises_kept(report: SoakReport) -> None:
     assert report.completed_outputs_verified == report.outcomes.get("completed", 0) > 0, table
     assert report.objects_of_failed_jobs == report.stray_objects == 0, table
     assert report.incomplete_uploads == 0, table
+    assert report.real.lost_paid_videos == 0, table
+    # refunded generations say so; a dropped submit answer never led to a second task
+    assert report.real.wrong_paid_flag == 0, table
+    assert report.real.refunded_reported_unpaid == report.real.refunded_jobs, table
+    assert report.real.ambiguous_tasks_created == report.real.ambiguous_submits, table
+    assert report.real.ambiguous_unknown_without_evidence == 0, table
     # the dead-letter queue holds the invalid messages and the malformed file's event, once each
     assert report.dead_letters == report.dead_letters_expected, table
     assert report.dead_letters_without_reason == 0, table
@@ -73,6 +88,12 @@ def test_every_promise_holds_when_each_fault_class_is_frequent() -> None:
     assert report.invalid_messages > 1 and report.invalid_file_lines == 1, table
     assert report.malformed_files == 1, table
     assert report.multipart_outputs > 0, table
+    real = report.real
+    assert real.queued_tasks > 0, table
+    assert real.generations_ended_in_outage > 0, table
+    assert real.moderated > 0 and real.refunded_jobs > 0, table
+    assert real.ambiguous_submits > 0, table
+    assert real.ambiguous_recovered + real.ambiguous_unknown == real.ambiguous_submits, table
     # ... and every promise was kept through them
     assert_promises_kept(report)
     assert report.cut_once_recovered == report.cut_once_tasks, table
