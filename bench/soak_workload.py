@@ -62,7 +62,7 @@ class RealService:
     #: Codes a random generation failure carries (task failed, server error).
     fail_codes: tuple[int, ...] = (1403, 1405, 5000)
     #: Share of valid prompts whose submit answer is dropped after the task was created.
-    ambiguous_rate: float = 0.015
+    ambiguous_rate: float = 0.02
     #: Looks at the history after an ambiguous submit (production waits 0/2/4/8/16 s).
     reconcile_waits_s: tuple[float, ...] = (0.0, 0.5)
 
@@ -399,6 +399,7 @@ def plan_workload(
         deliveries = [d for d in deliveries if d[1] is not resent[0]]
         third = len(deliveries) // 3  # away from the uploads, made at 1/4, 1/2 and 3/4
         deliveries[third:third] = pair
+    deliveries = _spread_dropped_answers(deliveries)
     count = len(deliveries)
     return Workload(
         jobs=jobs,
@@ -408,6 +409,22 @@ def plan_workload(
         resent=resent,
         lost=lost,
     )
+
+
+def _spread_dropped_answers(deliveries: list[tuple[str, Job]]) -> list[tuple[str, Job]]:
+    """Dropped submit answers spaced evenly through the send order.
+
+    The pipeline can only name a lost answer's task when it is the one unclaimed task in the
+    history around that submit; two answers lost within seconds of each other both end
+    `submit_outcome_unknown` (by design: it never guesses). Spaced out, as rare real losses
+    are, the soak measures recovery rather than how often its own random draws collide.
+    """
+    dropped = [d for d in deliveries if MARKER_DROP_SUBMIT in (d[1].prompt or "")]
+    rest = [d for d in deliveries if MARKER_DROP_SUBMIT not in (d[1].prompt or "")]
+    step = len(deliveries) / (len(dropped) + 1)
+    for n, delivery in enumerate(dropped, start=1):
+        rest.insert(min(len(rest), round(n * step)), delivery)
+    return rest
 
 
 def _plan_lost_deletes(
