@@ -2,8 +2,10 @@
 
 `make soak` runs `python -m bench.soak`: N jobs (unique prompts) through the local pipeline with
 duplicated deliveries (lost SQS deletes, the same job_id sent twice), a faulty WaveSpeed
-simulator (429s, 5xx polls, failed/cancelled generations, cut and truncated downloads), invalid
-messages and a malformed prompt file. It prints a table of counts and exits 1 when any job was
+simulator (429s, 5xx polls, failed/cancelled generations, cut and truncated downloads; and, as the
+real service does, queueing behind a concurrency cap, status-read outages, coded failures and
+moderation with refunds, submit answers lost after the task was made), invalid messages and a
+malformed prompt file. It prints a table of counts and exits 1 when any job was
 paid twice, lost its video, or did not get exactly one correct terminal notification.
 """
 

@@ -131,7 +131,9 @@ def test_soak_reports_double_payment_when_the_ledger_forgets_jobs() -> None:
 def test_every_promise_holds_across_500_jobs_with_the_default_fault_mix() -> None:
     # Given the soak `make soak` runs: 500 jobs, 10% duplicated deliveries, 5% submits
     # answered 429, 3% polls 5xx, 2% failed and 1% cancelled generations, 2% downloads cut
-    # once, 1% truncated, 1% invalid messages and a malformed prompt file
+    # once, 1% truncated, 1% invalid messages and a malformed prompt file; queueing behind a
+    # concurrency cap of 6, two 10 s status-read outages, 2% moderation, coded failures and 2%
+    # of submit answers dropped after the task was made
     config = SoakConfig(jobs=500, timeout_s=900, progress=False)
 
     # When it runs to idle
