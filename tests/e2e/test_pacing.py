@@ -42,6 +42,10 @@ def paced(
             "MaxReceiveCount": "2",
         },
         env={**PACED_ENV, **(budget or {})},
+        # Longer than any one record takes here, even on a loaded machine: with the local 2 s
+        # and MaxReceiveCount 2, a slow record would reach the DLQ by timing, not by a failed
+        # attempt (deployed, the visibility timeout is 6 x the function's timeout).
+        visibility_timeout_s=15,
     )
 
 
