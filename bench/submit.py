@@ -102,6 +102,9 @@ def _measure(api_base: str, api_key: str) -> list[Figure]:
         env={"SUBMIT_CONCURRENCY": str(CONCURRENCY)},
         poll_first_wait_s=PARKED_WAIT_S,
         poll_deadline_s=2 * PARKED_WAIT_S,
+        # Webhooks would wake the started workflows at once (no first Wait to park in), and
+        # their polls, copies and notifications would compete with the submits being timed.
+        parameter_overrides={"EnableWebhooks": "false"},
     )
     with LocalPipeline(options) as pipeline:
         from kling_pipeline.settings import load_settings

@@ -25,7 +25,6 @@ SHORTCUT_PARAMETERS = {
 
 #: Naming either of these in --parameter-overrides paces the local run like a deployed stack.
 PACING_PARAMETERS = {"WaveSpeedTier", "WaveSpeedVideosPerMinute"}
-UNPACED_VIDEOS_PER_MINUTE = "100000"
 
 
 def local_template(options: LocalOptions) -> Template:
@@ -38,12 +37,14 @@ def local_template(options: LocalOptions) -> Template:
         for name, option in SHORTCUT_PARAMETERS.items()
         if name in declared
     }
-    chosen = {**options.template_overrides, **overrides}
-    if not PACING_PARAMETERS & chosen.keys():
-        # Local runs are not paced to a WaveSpeed tier unless one is asked for: the template's
-        # default (Bronze, one start every 31 s) would make every multi-job run crawl.
-        shortcuts["WaveSpeedVideosPerMinute"] = UNPACED_VIDEOS_PER_MINUTE
-    return Template.load(overrides={**shortcuts, **chosen})
+    return Template.load(overrides={**shortcuts, **options.template_overrides, **overrides})
+
+
+def paced(options: LocalOptions) -> bool:
+    """Local runs are not paced to a WaveSpeed tier unless one is asked for: the template's
+    default (Bronze, one start every 31 s) would make every multi-job run crawl."""
+    chosen = {**options.template_overrides, **options.parameter_overrides}
+    return bool(PACING_PARAMETERS & chosen.keys())
 
 
 def function_environment(
@@ -62,5 +63,7 @@ def function_environment(
             "RETRY_BASE_S": str(options.retry_base_s),
         }
     )
+    if not paced(options):
+        env["VIDEOS_PER_MINUTE"] = "0"  # the submit path's own "no rate cap": no schedule
     env.update(options.env)
     return env
