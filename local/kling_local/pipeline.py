@@ -99,6 +99,9 @@ class LocalPipeline(StackView):
         self.progress = Progress(self.options.progress)
         self._environment = ScopedEnvironment()
         self._undo: list[Callable[[], None]] = []
+        #: Set at start when webhooks are enabled but the API's signing secret cannot be read:
+        #: every job of the run is then polled (never failed), and this says why.
+        self.webhooks_off_reason: str | None = None
 
     def __enter__(self) -> LocalPipeline:
         try:
@@ -159,6 +162,25 @@ class LocalPipeline(StackView):
         # Services and clients cached by an earlier pipeline point at resources that are gone.
         wiring.reset()
         self._undo.append(wiring.reset)
+        self.webhooks_off_reason = self._webhook_secret_problem()
+
+    def _webhook_secret_problem(self) -> str | None:
+        """Why the functions will submit without a webhook although the stack enables them
+        (the API's signing secret cannot be read), or None.
+
+        Reads the secret through the functions' own cached reader, so the submit path decides
+        on this very answer (no second request) and a run can say at once that it will poll.
+        """
+        from kling_pipeline import wiring
+        from kling_pipeline.webhook.secret import WebhookSecretUnavailable
+
+        if "WebhookFunctionUrl" not in self.stack.function_urls:
+            return None
+        try:
+            wiring.webhook_secret().get()
+        except WebhookSecretUnavailable as exc:
+            return exc.message
+        return None
 
     def _wavespeed(self) -> tuple[str, str, list[str]]:
         """The API the handlers call, its key, and the hosts allowed to serve plain-http outputs."""

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from .cfn import TEMPLATE, parse
 from .parameters import ParameterError, parse_overrides, validate_overrides
-from .pipeline import LocalOptions, LocalPipeline
+from .pipeline import LocalOptions, LocalPipeline, RunResult
 from .simulator import SimulatorConfig
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -130,6 +130,36 @@ def _serve(pipeline: LocalPipeline) -> int:
     return 0
 
 
+def _report(pipeline: LocalPipeline, result: RunResult, out: Path | None) -> int:
+    """Prints what the run produced (one JSON summary per job on stdout); the exit status."""
+    if out:
+        for path in pipeline.export(out):
+            if path.suffix == ".mp4":
+                print(f"video copied to {path}", file=sys.stderr)
+    for note in result.notifications:
+        summary = {
+            "job_id": note["job_id"],
+            "status": note["status"],
+            "outputs": [o["uri"] for o in note.get("outputs", [])],
+            "error": note.get("error"),
+        }
+        print(json.dumps(summary))
+    if pipeline.webhooks_off_reason:
+        polled = {n["job_id"] for n in result.notifications if n.get("request_id")}
+        print(f"{len(polled)} job(s) polled without a webhook", file=sys.stderr)
+    if out:
+        print(f"wrote {out / 'notifications.jsonl'}", file=sys.stderr)
+        print(f"gallery: {(out / 'index.html').resolve()}", file=sys.stderr)
+    if result.unfinished:
+        print(
+            f"{len(result.unfinished)} job(s) did not reach a terminal notification: "
+            + ", ".join(result.unfinished[:10]),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prompts = list(args.prompt)
@@ -170,33 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if progress and pipeline.simulator:
             print(f"WaveSpeed simulator at {pipeline.simulator.base_url}", file=progress)
+        if pipeline.webhooks_off_reason:
+            # Not progress: the run works differently from what the stack asks, so even
+            # --quiet says it once.
+            print(
+                f"webhooks off for this run: {pipeline.webhooks_off_reason}; jobs are "
+                "submitted without a webhook and polled on the Poll* schedule",
+                file=sys.stderr,
+            )
         _feed(pipeline, prompts, args.messages, args.upload, progress)
         if args.serve is not None:
             return _serve(pipeline)
-        result = pipeline.run_until_idle(args.timeout)
-        if args.out:
-            for path in pipeline.export(args.out):
-                if path.suffix == ".mp4":
-                    print(f"video copied to {path}", file=sys.stderr)
-        for note in result.notifications:
-            summary = {
-                "job_id": note["job_id"],
-                "status": note["status"],
-                "outputs": [o["uri"] for o in note.get("outputs", [])],
-                "error": note.get("error"),
-            }
-            print(json.dumps(summary))
-        if args.out:
-            print(f"wrote {args.out / 'notifications.jsonl'}", file=sys.stderr)
-            print(f"gallery: {(args.out / 'index.html').resolve()}", file=sys.stderr)
-        if result.unfinished:
-            print(
-                f"{len(result.unfinished)} job(s) did not reach a terminal notification: "
-                + ", ".join(result.unfinished[:10]),
-                file=sys.stderr,
-            )
-            return 1
-        return 0
+        return _report(pipeline, pipeline.run_until_idle(args.timeout), args.out)
     finally:
         pipeline.close()
 
