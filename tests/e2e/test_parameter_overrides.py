@@ -74,6 +74,9 @@ def poll_schedule(**options: Any) -> PollSchedule:
         ("PollIntervalSeconds", "interval_s", 1),
         ("PollFirstWaitSeconds", "first_wait_s", 1),
         ("PollDeadlineSeconds", "deadline_s", 120),
+        ("PollMaxIntervalSeconds", "max_interval_s", 1),
+        ("PollQueuedIntervalSeconds", "queued_interval_s", 1),
+        ("WebhookFallbackSeconds", "webhook_wait_s", 3),
     ],
 )
 def test_override_wins_over_the_local_shortcut_when_both_apply(
