@@ -27,7 +27,7 @@ from .lambdas import FunctionHost
 from .observe import NotificationTap, Progress, job_states
 from .poller import SqsPoller
 from .process import ScopedEnvironment, ignore_warning, quiet_logger
-from .provision import REGION, LocalShortcuts, Provisioner
+from .provision import REGION, LocalShortcuts, LocalStack, Provisioner
 from .simulator import SimulatorConfig, WaveSpeedSimulator
 from .stack_view import StackView
 
@@ -84,6 +84,25 @@ class RunResult:
 def _stop_servers(provisioner: Provisioner) -> None:
     for server in provisioner.stack.function_urls.values():
         server.stop()
+
+
+def webhook_secret_problem(stack: LocalStack) -> str | None:
+    """Why the functions will submit without a webhook although the stack enables them
+    (the API's signing secret cannot be read), or None.
+
+    Reads the secret through the functions' own cached reader, so the submit path decides on
+    this very answer (no second request) and a run can say at once that it will poll.
+    """
+    from kling_pipeline import wiring
+    from kling_pipeline.webhook.secret import WebhookSecretUnavailable
+
+    if "WebhookFunctionUrl" not in stack.function_urls:
+        return None
+    try:
+        wiring.webhook_secret().get()
+    except WebhookSecretUnavailable as exc:
+        return exc.message
+    return None
 
 
 class LocalPipeline(StackView):
@@ -162,25 +181,7 @@ class LocalPipeline(StackView):
         # Services and clients cached by an earlier pipeline point at resources that are gone.
         wiring.reset()
         self._undo.append(wiring.reset)
-        self.webhooks_off_reason = self._webhook_secret_problem()
-
-    def _webhook_secret_problem(self) -> str | None:
-        """Why the functions will submit without a webhook although the stack enables them
-        (the API's signing secret cannot be read), or None.
-
-        Reads the secret through the functions' own cached reader, so the submit path decides
-        on this very answer (no second request) and a run can say at once that it will poll.
-        """
-        from kling_pipeline import wiring
-        from kling_pipeline.webhook.secret import WebhookSecretUnavailable
-
-        if "WebhookFunctionUrl" not in self.stack.function_urls:
-            return None
-        try:
-            wiring.webhook_secret().get()
-        except WebhookSecretUnavailable as exc:
-            return exc.message
-        return None
+        self.webhooks_off_reason = webhook_secret_problem(self.stack)
 
     def _wavespeed(self) -> tuple[str, str, list[str]]:
         """The API the handlers call, its key, and the hosts allowed to serve plain-http outputs."""
