@@ -110,6 +110,8 @@ def test_plain_text_body_is_the_prompt_when_not_json_at_all() -> None:
         "42",
         "null",
         '\ufeff{"prompt": "x", "duration": 7}',
+        ' \ufeff{"prompt": "x", "duration": 7}',  # whitespace before the BOM
+        '\r\n\ufeff\ufeff [{"prompt": "x"}]',
         '[{"prompt": "a fox", "job_id": "j1"}]',
     ],
 )

@@ -19,6 +19,8 @@ from typing import Any
 from .errors import ValidationError
 
 BOM = "\ufeff"
+#: Whitespace and byte-order marks, in any order, before where a JSON body starts.
+_LEADING = re.compile(r"[\s\ufeff]*")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -169,9 +171,14 @@ def decodes_as_json(text: str) -> bool:
 
 
 def looks_like_json(text: str) -> bool:
-    """True when a body was meant as JSON: a plain-text prompt never starts like this."""
-    stripped = text.removeprefix(BOM).lstrip()
-    return stripped[:1] in ("{", "[")
+    """True when a body was meant as JSON: a plain-text prompt never starts like this.
+
+    Byte-order marks and whitespace before the bracket are skipped in any order and number:
+    a body pasted or concatenated by tools can carry a BOM after a newline, and it is still a
+    job object (or an error), never a prompt that would pay.
+    """
+    start = _LEADING.match(text)
+    return text[start.end() if start else 0 :][:1] in ("{", "[")
 
 
 def dumps(value: Any, *, indent: int | None = None) -> str:
