@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kling_local.pipeline import LocalPipeline, RunResult
@@ -258,6 +259,12 @@ def test_download_failure_leaves_no_video_when_the_output_is_truncated_or_not_mp
     assert (truncated["status"], truncated["error"]["code"]) == ("failed", "download_incomplete")
     assert (html["status"], html["error"]["code"]) == ("failed", "not_mp4")
     assert truncated["outputs"] == html["outputs"] == []
+    # ... each listing the video still at WaveSpeed, and until when, so it can be recovered
+    for note in (truncated, html):
+        [source] = note["unstored_outputs"]
+        assert source["source_url"].startswith(simulator_of(pipeline).base_url + "/")
+        expires = datetime.fromisoformat(source["source_expires_at"])
+        assert timedelta(days=6, hours=23) < expires - datetime.now(UTC) <= timedelta(days=7)
     # ... and no object and no half-finished multipart upload is left behind
     assert keys_under(pipeline, "videos/truncated-1/") == []
     assert keys_under(pipeline, "videos/html-1/") == []
