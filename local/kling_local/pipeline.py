@@ -13,6 +13,7 @@ import contextlib
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -206,6 +207,11 @@ class LocalPipeline(StackView):
         self._undo.append(server.stop)
         host, bound = server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{bound}"
+        # The server shares moto's process-wide backends, which only an in-process mock resets:
+        # without this, a pipeline served after another in one process meets its resources.
+        reset = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(reset, timeout=10):
+            pass
         # MOTO_PORT: where moto's Step Functions interpreter sends its Lambda invocations.
         self._environment.set({"AWS_ENDPOINT_URL": self.endpoint_url, "MOTO_PORT": str(bound)})
 

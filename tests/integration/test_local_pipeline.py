@@ -51,14 +51,15 @@ def test_process_state_is_restored_exactly_when_pipeline_closes(
     assert after == before
 
 
-def test_second_pipeline_starts_clean_when_first_was_closed() -> None:
+@pytest.mark.parametrize("serve_port", [None, 0], ids=["in-process", "served"])
+def test_second_pipeline_starts_clean_when_first_was_closed(serve_port: int | None) -> None:
     # Given a pipeline that ran and closed
-    with LocalPipeline(LocalOptions(simulator=FAST)) as first:
+    with LocalPipeline(LocalOptions(simulator=FAST, serve_port=serve_port)) as first:
         first.send_prompt("a first lantern")
         first.run_until_idle(60)
 
     # When another pipeline runs in the same process
-    with LocalPipeline(LocalOptions(simulator=FAST)) as second:
+    with LocalPipeline(LocalOptions(simulator=FAST, serve_port=serve_port)) as second:
         second.send_prompt("a second lantern")
         result = second.run_until_idle(60)
         stored = [o["Key"] for o in second.objects() if o["Key"].endswith(".mp4")]
