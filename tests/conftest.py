@@ -54,6 +54,24 @@ def pipeline(make_pipeline: PipelineFactory) -> LocalPipeline:
 
 
 @pytest.fixture
+def served() -> Iterator[LocalPipeline]:
+    """The local pipeline served over HTTP and published as stack kling-local, driven in a
+    thread, as `runner --serve` does (for the CLI pointed at its endpoint)."""
+    options = LocalOptions(
+        simulator=SimulatorConfig(generation_seconds=0.5, processing_after_seconds=0.1),
+        serve_port=0,
+    )
+    stop = threading.Event()
+    with LocalPipeline(options) as pipeline:
+        pipeline.publish_stack("kling-local")
+        driver = threading.Thread(target=pipeline.serve_forever, args=(stop,), daemon=True)
+        driver.start()
+        yield pipeline
+        stop.set()
+        driver.join(timeout=10)
+
+
+@pytest.fixture
 def make_sim(request: pytest.FixtureRequest) -> Iterator[SimFactory]:
     """Starts WaveSpeed simulators: the test module's `SIM_DEFAULTS`, then keyword overrides."""
     started: list[WaveSpeedSimulator] = []

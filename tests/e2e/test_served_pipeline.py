@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-
 import pytest
 
 from kling_cli.app import main as cli
-from kling_local.pipeline import LocalOptions, LocalPipeline
-from kling_local.simulator import SimulatorConfig
-
-
-@pytest.fixture
-def served() -> Iterator[LocalPipeline]:
-    options = LocalOptions(
-        simulator=SimulatorConfig(generation_seconds=0.5, processing_after_seconds=0.1),
-        serve_port=0,
-    )
-    stop = threading.Event()
-    with LocalPipeline(options) as pipeline:
-        pipeline.publish_stack("kling-local")
-        driver = threading.Thread(target=pipeline.serve_forever, args=(stop,), daemon=True)
-        driver.start()
-        yield pipeline
-        stop.set()
-        driver.join(timeout=10)
+from kling_local.pipeline import LocalPipeline
 
 
 def test_cli_submit_waits_for_the_video_when_pipeline_is_served(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +16,7 @@ from kling_cli.resources import (
     open_session,
     resolve_resources,
 )
-from kling_local.pipeline import LocalOptions, LocalPipeline
-from kling_local.simulator import SimulatorConfig
+from kling_local.pipeline import LocalPipeline
 
 AWS_VARIABLES = (
     "AWS_REGION",
@@ -211,23 +208,6 @@ def test_endpoint_without_scheme_is_refused_with_the_form_that_works(clean_aws: 
     # Then the message shows the form that works, and that form does
     assert "--endpoint-url http://127.0.0.1:5000" in message
     assert open_session(Connection(endpoint_url="http://127.0.0.1:5000")).region_name
-
-
-@pytest.fixture
-def served() -> Iterator[LocalPipeline]:
-    """The local pipeline served over HTTP, as `runner --serve` does."""
-    options = LocalOptions(
-        simulator=SimulatorConfig(generation_seconds=0.5, processing_after_seconds=0.1),
-        serve_port=0,
-    )
-    stop = threading.Event()
-    with LocalPipeline(options) as pipeline:
-        pipeline.publish_stack("kling-local")
-        driver = threading.Thread(target=pipeline.serve_forever, args=(stop,), daemon=True)
-        driver.start()
-        yield pipeline
-        stop.set()
-        driver.join(timeout=10)
 
 
 def test_unknown_stack_at_a_local_endpoint_names_the_local_stack_and_it_works(
