@@ -257,7 +257,11 @@ def test_download_failure_leaves_no_video_when_the_output_is_truncated_or_not_mp
     html = only_notification(result, "html-1")
     assert (truncated["status"], truncated["error"]["code"]) == ("failed", "download_incomplete")
     assert (html["status"], html["error"]["code"]) == ("failed", "not_mp4")
-    assert truncated["outputs"] == html["outputs"] == []
+    # ... each listing the video still at WaveSpeed among its outputs, by source, not stored
+    for note in (truncated, html):
+        [unstored] = note["outputs"]
+        assert set(unstored) == {"index", "source_url", "source_expires_at"}
+        assert note["unstored_outputs"] == note["outputs"]
     # ... and no object and no half-finished multipart upload is left behind
     assert keys_under(pipeline, "videos/truncated-1/") == []
     assert keys_under(pipeline, "videos/html-1/") == []
