@@ -70,7 +70,9 @@ def _timings(sidecar: Json | None, **known: Any) -> tuple[tuple[str, str], ...]:
 
 def _videos(outputs: list[Json], link: Linker) -> tuple[GalleryVideo, ...]:
     videos = []
-    for output in outputs:
+    # A failed job's outputs may name videos left at WaveSpeed (`source_url`, no object):
+    # its error message says where they are; the gallery shows stored videos only.
+    for output in (o for o in outputs if "source_url" not in o):
         nsfw = bool(output.get("nsfw"))
         size = output.get("size")
         videos.append(

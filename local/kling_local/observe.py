@@ -72,7 +72,7 @@ def job_states(dynamodb: DynamoDBClient, table: str) -> dict[str, str]:
 def describe(note: dict[str, Any]) -> str:
     """One notification in a few words: where the video went, or why there is none."""
     if note["status"] == "completed":
-        return "completed -> " + ", ".join(o["uri"] for o in note.get("outputs", []))
+        return "completed -> " + ", ".join(str(o.get("uri")) for o in note.get("outputs", []))
     error = note.get("error") or {}
     return f"{note['status']} ({error.get('code')}: {error.get('message')})"
 

@@ -140,7 +140,8 @@ def _report(pipeline: LocalPipeline, result: RunResult, out: Path | None) -> int
         summary = {
             "job_id": note["job_id"],
             "status": note["status"],
-            "outputs": [o["uri"] for o in note.get("outputs", [])],
+            # Stored objects by their S3 URI; a failed job's unstored video by its source.
+            "outputs": [o.get("uri") or o.get("source_url") for o in note.get("outputs", [])],
             "error": note.get("error"),
         }
         print(json.dumps(summary))

@@ -258,10 +258,12 @@ def test_download_failure_leaves_no_video_when_the_output_is_truncated_or_not_mp
     html = only_notification(result, "html-1")
     assert (truncated["status"], truncated["error"]["code"]) == ("failed", "download_incomplete")
     assert (html["status"], html["error"]["code"]) == ("failed", "not_mp4")
-    assert truncated["outputs"] == html["outputs"] == []
-    # ... each listing the video still at WaveSpeed, and until when, so it can be recovered
+    # ... each listing the video still at WaveSpeed among its outputs (by source, nothing
+    # stored), and until when, so it can be recovered
     for note in (truncated, html):
-        [source] = note["unstored_outputs"]
+        [source] = note["outputs"]
+        assert set(source) == {"index", "source_url", "source_expires_at"}
+        assert note["unstored_outputs"] == note["outputs"]
         assert source["source_url"].startswith(simulator_of(pipeline).base_url + "/")
         expires = datetime.fromisoformat(source["source_expires_at"])
         assert timedelta(days=6, hours=23) < expires - datetime.now(UTC) <= timedelta(days=7)

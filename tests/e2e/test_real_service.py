@@ -103,8 +103,8 @@ def test_unstorable_output_is_reported_with_its_source_then_restored(
 
     # Then the failed notification says where the video still is, and until when
     assert failed["status"] == "failed"
-    assert failed["outputs"] == []
-    [source] = failed["unstored_outputs"]
+    [source] = failed["outputs"]
+    assert "key" not in source and failed["unstored_outputs"] == [source]
     assert source["source_url"].startswith(f"http://localhost:{port}/")
     expires = datetime.fromisoformat(source["source_expires_at"])
     assert timedelta(days=6, hours=23) < expires - datetime.now(UTC) <= timedelta(days=7)

@@ -248,6 +248,24 @@ def test_every_job_gets_a_card_with_its_reason_when_failed_or_rejected() -> None
         assert text in page
 
 
+def test_failed_job_shows_no_video_when_its_outputs_are_left_at_wavespeed() -> None:
+    # Given a failed job whose one output exists at WaveSpeed but was not stored
+    unstored = {
+        "index": 1,
+        "source_url": "https://d2p7pge43lyniu.cloudfront.net/o.mp4",
+        "source_expires_at": "2026-12-07T00:00:00+00:00",
+    }
+    error = {"code": "not_mp4", "message": "not an MP4; the video is still at WaveSpeed"}
+    note = notification("left", "failed", outputs=[unstored], error=error)
+
+    # When its row is built with a linker that would link anything it is given
+    row = row_from_notification(note, lambda o: "https://ok.example/" + str(o.get("key")))
+
+    # Then the card has no video (nothing is stored) and says why
+    assert row.videos == ()
+    assert "still at WaveSpeed" in render_gallery([row], title="t")
+
+
 def test_quarantined_output_gets_no_link_when_the_linker_offers_one() -> None:
     # Given a completed job whose only output was flagged NSFW
     note = notification("nsfw", "completed", outputs=[output("quarantine/nsfw/o.mp4", nsfw=True)])

@@ -142,9 +142,11 @@ class Finalizer:
             cost["refunded"] = True
             cost["refund_reason"] = f"WaveSpeed refunds a {state.poll.last_status} generation"
         extra: Json = {}
+        sources: list[Json] = []
         if state.poll.status == COMPLETED and state.poll.outputs and not state.job.restore:
             # The video exists at WaveSpeed: say where, and until when, so it can be re-stored.
-            # Listed apart from `outputs`, whose entries are always stored objects.
+            # A failed job lists each such output in `outputs` (entries with `source_url`, no
+            # `key`: nothing was stored), and in `unstored_outputs` as earlier versions did.
             sources = source_outputs(state, self._clock())
             extra["unstored_outputs"] = sources
             listed = ", ".join(
@@ -156,7 +158,9 @@ class Finalizer:
                 f"`kling-pipeline restore {state.job.job_id}` stores it once the cause is fixed",
             )
         published = self._notifier.publish_outcome(
-            workflow_notification(state, Outcome.FAILED.value, cost=cost, error=error, extra=extra)
+            workflow_notification(
+                state, Outcome.FAILED.value, cost=cost, outputs=sources, error=error, extra=extra
+            )
         )
         if published and refunded:
             self._refund_budget(state)
