@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import urllib3
 from botocore.exceptions import ClientError
@@ -38,8 +39,11 @@ from botocore.exceptions import ClientError
 from kling_local.pipeline import LocalOptions, LocalPipeline
 from kling_local.simulator import SimulatorConfig
 
+from . import pacing_queueing
 from .common import ROOT, Figure, child_env, info
-from .pacing_harness import SubmitSide, TierSizing, wait_until
+
+if TYPE_CHECKING:
+    from .pacing_harness import TierSizing
 
 SILVER_SCALE = 0.5
 BRONZE_SCALE = 0.05
@@ -47,8 +51,9 @@ POLLERS = 4
 PARKED_WAIT_S = 3600
 
 
-def _paced_env(scale: float) -> dict[str, str]:
-    # WaveSpeed's 60 s window and the 2 s margin, on the simulator's clock.
+def paced_env(scale: float) -> dict[str, str]:
+    """The submit functions' pacing settings for a simulator running at `scale`: WaveSpeed's
+    60 s window, the 2 s margin and the longest sleep for a turn, on the simulator's clock."""
     return {
         "RATE_WINDOW_S": str(60 * scale),
         "RATE_MARGIN_S": str(max(0.1, 2 * scale)),
@@ -130,6 +135,8 @@ def _jobs(prefix: str, count: int) -> list[str]:
 def harness_capacity(sizing: TierSizing, jobs: int = 600) -> float:
     """Starts a second the harness itself can make: the same submit side, unpaced, against an
     uncapped simulator (the time from the first start to the last)."""
+    from .pacing_harness import SubmitSide, wait_until
+
     http = urllib3.PoolManager()
     with _simulator("--generation-seconds", "3600") as (base, key):
         side = SubmitSide.build(sizing, api_base=base, api_key=key, scale=1.0, paced_rate=None)
@@ -146,6 +153,10 @@ def harness_capacity(sizing: TierSizing, jobs: int = 600) -> float:
 def tier_throughput(*, paced_rate: int | None = None, scale: float = SILVER_SCALE) -> list[Figure]:
     """`paced_rate`: what the pacer keeps to instead of the tier's rate (to see the figure
     fail: half the rate spaces starts twice as wide)."""
+    # Imported here: the domain package's logger reads its level when first imported, and the
+    # local pipeline of the other benchmarks sets that level (ERROR) when it starts.
+    from .pacing_harness import SubmitSide, TierSizing, wait_until
+
     sizing = TierSizing.of("silver")
     limit = sizing.videos_per_minute
     scaled_rate = limit / 60 / scale
@@ -208,7 +219,7 @@ def bronze_file() -> list[Figure]:
             processing_after_seconds=0.1,
         ),
         parameter_overrides={"WaveSpeedTier": "bronze"},
-        env=_paced_env(BRONZE_SCALE),
+        env=paced_env(BRONZE_SCALE),
         poll_deadline_s=600,
     )
     lines = "\n".join(json.dumps({"prompt": f"a bronze bell {i}"}) for i in range(50))
@@ -226,12 +237,14 @@ def bronze_file() -> list[Figure]:
 
 
 def run() -> list[Figure]:
-    return [*bronze_file(), *tier_throughput()]
+    return [*bronze_file(), *tier_throughput(), *pacing_queueing.run()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pacing")
-    parser.add_argument("which", choices=("tier", "bronze", "all"), nargs="?", default="all")
+    parser.add_argument(
+        "which", choices=("tier", "bronze", "queueing", "all"), nargs="?", default="all"
+    )
     parser.add_argument(
         "--paced-rate", type=int, default=None, help="videos/minute the pacer keeps to (tier)"
     )
@@ -241,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         figures += bronze_file()
     if args.which in ("tier", "all"):
         figures += tier_throughput(paced_rate=args.paced_rate)
+    if args.which in ("queueing", "all"):
+        figures += pacing_queueing.run()
     for figure in figures:
         print(figure.line(), flush=True)
     return 0
