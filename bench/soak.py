@@ -7,6 +7,13 @@ real service does, queueing behind a concurrency cap, status-read outages, coded
 moderation with refunds, submit answers lost after the task was made), invalid messages and a
 malformed prompt file. It prints a table of counts and exits 1 when any job was
 paid twice, lost its video, or did not get exactly one correct terminal notification.
+
+By default it runs on a WaveSpeed tier, pacing on: the simulator's Silver preset (500 starts a
+minute, sliding window, 429 over it) on a clock slowed to `tier_scale` 2 (a "minute" of 120 s,
+so 4 starts a second, about what the local pipeline takes: the shared start schedule binds),
+the pipeline's `WaveSpeedTier=silver` with its rate window scaled alike. Jobs then wait for
+their turn (re-sent, no receive spent) besides the injected 429s, and the table counts both
+and checks that no job was given up (`--tier none`: no cap, pacing off).
 """
 
 from __future__ import annotations
@@ -16,16 +23,20 @@ import contextlib
 import io
 import json
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from kling_local.pipeline import LocalOptions
+from kling_local.pipeline import LocalOptions, LocalPipeline
 from kling_local.simulator import SimulatorConfig
+from kling_local.simulator.config import TIERS
 
+from .pacing import paced_env
 from .soak_real import rows as real_service_rows
-from .soak_verify import SoakReport, verify
+from .soak_verify import PacingCounts, SoakReport, verify
 from .soak_workload import RealService, SoakPipeline, Upload, Workload, iter_sends, plan_workload
 
 MIN_PART_BYTES = 5 * 1024 * 1024
@@ -67,9 +78,22 @@ class SoakConfig:
     progress: bool = True
     #: Queueing, status-read outages, coded failures and ambiguous submits.
     real: RealService = RealService()
+    #: The account's tier preset (None: no start-rate cap, pacing off), on a clock of this
+    #: scale; `make soak` runs Silver x2 (see the module doc).
+    tier: str | None = None
+    tier_scale: float = 2.0
+    #: Tasks at once with a tier: paced starts come at most 4 a second, so a cap of 2 keeps
+    #: tasks queueing at WaveSpeed as the unpaced burst does behind the cap of 6.
+    tier_max_concurrency: int = 2
+
+    @property
+    def time_scale(self) -> float:
+        return self.tier_scale if self.tier else 1.0
 
     def simulator(self) -> SimulatorConfig:
         return SimulatorConfig(
+            tier=self.tier,
+            time_scale=self.time_scale,
             generation_seconds=self.generation_seconds,
             processing_after_seconds=min(0.1, self.generation_seconds),
             output_size=self.output_size,
@@ -82,7 +106,7 @@ class SoakConfig:
             truncate_rate=self.truncate_rate,
             webhook_lost_rate=self.webhook_lost_rate,
             webhook_duplicate_rate=self.webhook_duplicate_rate,
-            **self.real.simulator_fields(),
+            **self._account_fields(),
         )
 
     def options(self) -> LocalOptions:
@@ -94,8 +118,18 @@ class SoakConfig:
             poll_deadline_s=max(300, int(self.timeout_s)),
             # The smallest part S3 allows, so videos over 5 MiB stream as multipart uploads and
             # a cut or truncated download leaves a started upload behind to be aborted.
-            env={"COPY_PART_BYTES": str(MIN_PART_BYTES), **self.real.env()},
+            env={"COPY_PART_BYTES": str(MIN_PART_BYTES), **self.real.env(), **self._pacing_env()},
+            parameter_overrides={"WaveSpeedTier": self.tier} if self.tier else {},
         )
+
+    def _account_fields(self) -> dict[str, Any]:
+        fields = self.real.simulator_fields(self.time_scale)
+        if self.tier:
+            fields["max_concurrency"] = self.tier_max_concurrency
+        return fields
+
+    def _pacing_env(self) -> dict[str, str]:
+        return paced_env(self.tier_scale) if self.tier else {}
 
 
 def _say(config: SoakConfig, text: str) -> None:
@@ -127,6 +161,7 @@ def run_soak(config: SoakConfig, pipeline_type: type[SoakPipeline] = SoakPipelin
     pipeline = pipeline_type(config.options(), workload.lost)
     with pipeline:
         _say(config, f"{config.jobs} jobs, {len(workload.deliveries)} messages, seed {config.seed}")
+        tap = PacingTap(pipeline)
         started = time.monotonic()
         # Powertools prints an EMF blob whenever a metric reaches 100 values, even with
         # metrics disabled (they are never flushed locally): keep the table readable.
@@ -137,12 +172,61 @@ def run_soak(config: SoakConfig, pipeline_type: type[SoakPipeline] = SoakPipelin
         wall_s = time.monotonic() - started
         _say(config, f"idle after {wall_s:.1f} s; checking outcomes")
         report = verify(workload, pipeline, result, wall_s)
+    report.pacing = pacing_counts(config, report, tap)
+    if report.pacing.given_up:
+        report.violations.append(
+            f"{report.pacing.given_up} job(s) ended retries_exhausted on a paced tier: waiting "
+            "for the account's rate must never spend a job's receives"
+        )
     if printed.lines:
         report.notes.append(
             f"handlers printed {printed.lines} line(s) to stdout during the run (Powertools "
             "EMF metric blobs: POWERTOOLS_METRICS_DISABLED does not stop the 100-value flush)"
         )
     return report
+
+
+class PacingTap:
+    """Counts, from the submit functions' own AWS calls, how often pacing held a job back:
+    turns taken behind others on the shared schedule (the job slept for its turn or was
+    re-sent for a far one) and re-sends to the job queue (far turns, and 429s not absorbed by
+    the client's own retries; parking in the DLQ goes to another queue and prompt-file
+    fan-out sends batches)."""
+
+    def __init__(self, pipeline: LocalPipeline) -> None:
+        from kling_pipeline import clients
+
+        self._jobs = pipeline.job_queue_url
+        self._lock = threading.Lock()
+        self.waits = 0
+        self.resends = 0
+        clients.sqs().meta.events.register("before-parameter-build.sqs.SendMessage", self._on_send)
+        clients.dynamodb().meta.events.register("after-call.dynamodb.UpdateItem", self._on_update)
+
+    def _on_send(self, params: dict[str, Any], **_: Any) -> None:
+        if params.get("QueueUrl") == self._jobs:
+            with self._lock:
+                self.resends += 1
+
+    def _on_update(self, parsed: dict[str, Any], **_: Any) -> None:
+        # Only the schedule's advancing form returns `next_ms`: a turn after an earlier one
+        # still to come. An idle schedule restarts at `now` and returns nothing.
+        if "Error" not in parsed and "next_ms" in parsed.get("Attributes", {}):
+            with self._lock:
+                self.waits += 1
+
+
+def pacing_counts(config: SoakConfig, report: SoakReport, tap: PacingTap) -> PacingCounts:
+    limits = config.simulator().limits()
+    return PacingCounts(
+        tier=f"{config.tier} x{config.tier_scale:g}" if config.tier else "none",
+        starts_per_minute=limits.videos_per_minute if limits else 0,
+        minute_s=60 * config.time_scale,
+        paced_waits=tap.waits,
+        paced_resends=tap.resends,
+        answered_429=report.submits_refused,
+        given_up=report.outcomes.get("failed/retries_exhausted", 0),
+    )
 
 
 Row = tuple[str, object, object]
@@ -225,6 +309,20 @@ def _rows(r: SoakReport) -> list[tuple[str, list[Row]]]:
             ],
         ),
         (
+            "Pacing (the account's start rate)",
+            [
+                ("tier (simulator preset x time scale)", r.pacing.tier, None),
+                ("starts per scaled minute allowed / minute, s",
+                 f"{r.pacing.starts_per_minute}/{r.pacing.minute_s:g}", None),
+                ("starts that waited for their turn (slept, or re-sent)", r.pacing.paced_waits,
+                 None),
+                ("jobs re-sent to the queue to wait (no receive spent)", r.pacing.paced_resends,
+                 None),
+                ("429s seen (injected + over the account's rate)", r.pacing.answered_429, None),
+                ("jobs given up (retries_exhausted)", r.pacing.given_up, 0),
+            ],
+        ),
+        (
             "Throughput (reported, not asserted)",
             [
                 ("wall time, s", r.wall_s, None),
@@ -273,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_OUTPUT_SIZE,
         help="bytes per video (default 6 MB: two multipart parts, so aborts are exercised)",
     )
+    parser.add_argument(
+        "--tier",
+        choices=(*sorted(TIERS), "none"),
+        default="silver",
+        help="the account's WaveSpeed tier preset, pacing on (default silver; none: no cap)",
+    )
+    parser.add_argument(
+        "--tier-scale",
+        type=float,
+        default=defaults.tier_scale,
+        help="the tier's clock: a rate minute lasts 60 x this many seconds (default 2)",
+    )
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -286,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_s=args.timeout,
         output_size=args.output_size,
         progress=not args.quiet,
+        tier=None if args.tier == "none" else args.tier,
+        tier_scale=args.tier_scale,
     )
     try:
         report = run_soak(config)

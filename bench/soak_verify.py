@@ -48,6 +48,23 @@ def task_truths(sim: WaveSpeedSimulator) -> list[TaskTruth]:
 
 
 @dataclass
+class PacingCounts:
+    """How the account's start rate shaped the run (filled in by the soak)."""
+
+    tier: str = "none"
+    starts_per_minute: int = 0
+    minute_s: float = 60.0
+    #: Starts taken behind an earlier one still to come: the job slept or was re-sent.
+    paced_waits: int = 0
+    #: Jobs put back on the queue to wait for their turn (or after a 429): no receive spent.
+    paced_resends: int = 0
+    #: Submits the simulator answered 429: injected, and any over the account's rate.
+    answered_429: int = 0
+    #: Jobs that ended `retries_exhausted`: pacing must never lead there.
+    given_up: int = 0
+
+
+@dataclass
 class SoakReport:
     """Every count the soak prints; `violations` lists each broken guarantee in detail."""
 
@@ -98,6 +115,7 @@ class SoakReport:
     leaks: int = 0
     timed_out: bool = False
     real: RealServiceCounts = field(default_factory=RealServiceCounts)
+    pacing: PacingCounts = field(default_factory=PacingCounts)
     wall_s: float = 0.0
     jobs_per_s: float = 0.0
     notes: list[str] = field(default_factory=list)

@@ -66,12 +66,18 @@ class RealService:
     #: Looks at the history after an ambiguous submit (production waits 0/2/4/8/16 s).
     reconcile_waits_s: tuple[float, ...] = (0.0, 0.5)
 
-    def simulator_fields(self) -> dict[str, Any]:
-        """SimulatorConfig keyword arguments."""
+    def simulator_fields(self, time_scale: float = 1.0) -> dict[str, Any]:
+        """SimulatorConfig keyword arguments; outages keep their wall-clock place and length
+        on a simulator whose clock runs at `time_scale` (it multiplies their seconds)."""
         return {
             "max_concurrency": self.max_concurrency,
             "outages": tuple(
-                Outage(start_seconds=start, seconds=length, on="result", form=form)
+                Outage(
+                    start_seconds=start / time_scale,
+                    seconds=length / time_scale,
+                    on="result",
+                    form=form,
+                )
                 for start, length, form in self.outages
             ),
             "moderation_rate": self.moderation_rate,
