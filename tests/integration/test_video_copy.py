@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -283,6 +285,25 @@ def test_copy_uploads_several_parts_when_output_larger_than_part(
     assert head["ETag"].strip('"').endswith("-3")
     assert tags(s3)["sha256"] == stored.sha256
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_copy_stores_part_checksums_when_output_larger_than_part(
+    s3: S3Client, serve: Callable[[Served], str]
+) -> None:
+    # Given a 12 MB output, so three 5 MiB parts
+    body = mp4_bytes(BIG)
+    host = serve(Served(body=body))
+
+    # When copying it
+    copier_for(s3, host).copy(f"http://{host}/v.mp4", BUCKET, KEY)
+
+    # Then S3 keeps a CRC32 of every part, combined as S3 does: the CRC32 of the parts' CRC32s
+    attributes = s3.get_object_attributes(Bucket=BUCKET, Key=KEY, ObjectAttributes=["Checksum"])
+    parts = [body[start : start + PART] for start in range(0, BIG, PART)]
+    combined = b"".join(zlib.crc32(part).to_bytes(4, "big") for part in parts)
+    expected = base64.b64encode(zlib.crc32(combined).to_bytes(4, "big")).decode()
+    assert attributes["Checksum"].get("ChecksumType") == "COMPOSITE"
+    assert attributes["Checksum"].get("ChecksumCRC32", "").split("-")[0] == expected
 
 
 @pytest.mark.parametrize("size", [None, BIG])
