@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,39 @@ def download(url: str, path: Path) -> str:
     return hasher.hexdigest()
 
 
+def cpu_seconds() -> tuple[float, float] | None:
+    """CPU seconds used so far by this process and by its running children (the servers).
+
+    Information only: on a shared 2-core machine a copy is often CPU-bound, and this shows
+    whose CPU a slow round went to. None where /proc is not there to ask.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    own = servers = 0.0
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        used = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if int(stat.parent.name) == me:
+            own += used
+        elif int(fields[1]) == me:
+            servers += used
+    return own, servers
+
+
+def cpu_used(before: tuple[float, float] | None) -> str:
+    """` (cpu: X s here, Y s servers)` since `before`, or nothing without /proc."""
+    after = cpu_seconds()
+    if before is None or after is None:
+        return ""
+    return f" (cpu {after[0] - before[0]:.2f}s here, {after[1] - before[1]:.2f}s servers)"
+
+
 def copy_ratio(s3: S3Client, simulator: dict[str, str], workdir: Path) -> Figure:
     """Median copy time over median upload_file time of the same bytes to the same server."""
     url = output_url(simulator)
@@ -87,16 +121,21 @@ def copy_ratio(s3: S3Client, simulator: dict[str, str], workdir: Path) -> Figure
     copier = copier_for(s3, simulator["host_port"])
     copies: list[float] = []
     uploads: list[float] = []
+    cpu: dict[str, str] = {}
 
     def run_copy(key: str) -> None:
+        before = cpu_seconds()
         stored, seconds = timed(lambda: copier.copy(url, BUCKET, key))
+        cpu["copy"] = cpu_used(before)
         if stored.sha256 != digest:
             raise RuntimeError("the copied object differs from the simulator's output")
         copies.append(seconds)
         s3.delete_object(Bucket=BUCKET, Key=key)
 
     def run_upload(key: str) -> None:
+        before = cpu_seconds()
         _, seconds = timed(lambda: s3.upload_file(str(path), BUCKET, key))
+        cpu["upload"] = cpu_used(before)
         uploads.append(seconds)
         s3.delete_object(Bucket=BUCKET, Key=key)
 
@@ -105,7 +144,10 @@ def copy_ratio(s3: S3Client, simulator: dict[str, str], workdir: Path) -> Figure
         pair = [run_copy, run_upload] if round_number % 2 == 0 else [run_upload, run_copy]
         for run in pair:
             run(f"bench/ratio-{round_number}-{run.__name__}.mp4")
-        info(f"copy round {round_number + 1}: copy {copies[-1]:.2f}s, upload {uploads[-1]:.2f}s")
+        info(
+            f"copy round {round_number + 1}: copy {copies[-1]:.2f}s{cpu['copy']}, "
+            f"upload {uploads[-1]:.2f}s{cpu['upload']}"
+        )
     path.unlink()
     return Figure("copy_200mb_ratio", round(median(copies) / median(uploads), 2), "ratio", "<=1.25")
 

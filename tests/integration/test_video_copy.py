@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -111,6 +114,11 @@ def assert_nothing_left(s3: S3Client) -> None:
     """No object and no (billable, invisible) multipart upload remains in the bucket."""
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def worker_threads() -> set[threading.Thread]:
+    """The copier's own threads still alive: hashing the download, uploading parts."""
+    return {t for t in threading.enumerate() if t.name.startswith(("sha256", "part"))}
 
 
 def copy_refused(copier: VideoCopier, url: str, code: str) -> PermanentError:
@@ -279,6 +287,25 @@ def test_copy_uploads_several_parts_when_output_larger_than_part(
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
+def test_copy_stores_part_checksums_when_output_larger_than_part(
+    s3: S3Client, serve: Callable[[Served], str]
+) -> None:
+    # Given a 12 MB output, so three 5 MiB parts
+    body = mp4_bytes(BIG)
+    host = serve(Served(body=body))
+
+    # When copying it
+    copier_for(s3, host).copy(f"http://{host}/v.mp4", BUCKET, KEY)
+
+    # Then S3 keeps a CRC32 of every part, combined as S3 does: the CRC32 of the parts' CRC32s
+    attributes = s3.get_object_attributes(Bucket=BUCKET, Key=KEY, ObjectAttributes=["Checksum"])
+    parts = [body[start : start + PART] for start in range(0, BIG, PART)]
+    combined = b"".join(zlib.crc32(part).to_bytes(4, "big") for part in parts)
+    expected = base64.b64encode(zlib.crc32(combined).to_bytes(4, "big")).decode()
+    assert attributes["Checksum"].get("ChecksumType") == "COMPOSITE"
+    assert attributes["Checksum"].get("ChecksumCRC32", "").split("-")[0] == expected
+
+
 @pytest.mark.parametrize("size", [None, BIG])
 def test_copy_resumes_when_download_cut_once(
     s3: S3Client, make_sim: SimFactory, size: int | None
@@ -435,6 +462,34 @@ def test_copy_fails_leaving_nothing_when_unsized_body_over_limit(
     assert_nothing_left(s3)
 
 
+@pytest.mark.parametrize(
+    "served",
+    [
+        Served(chunked=True),
+        Served(cut_first=True, ignore_range=True, later_body=mp4_bytes(BIG)[::-1]),
+    ],
+    ids=["over-limit-mid-part", "replay-differs"],
+)
+def test_copy_leaves_no_thread_or_upload_when_stopped_mid_download(
+    s3: S3Client, serve: Callable[[Served], str], served: Served
+) -> None:
+    # Given a 12 MB output whose copy stops after a part is uploaded: over a 6 MiB limit in
+    # the second part, or cut and replayed with other bytes
+    before = worker_threads()
+    served.body = mp4_bytes(BIG)
+    host = serve(served)
+
+    # When copying it
+    with pytest.raises((PermanentError, TransientError)):
+        copier_for(s3, host, max_bytes=6 * MIB if served.chunked else BIG).copy(
+            f"http://{host}/v.mp4", BUCKET, KEY
+        )
+
+    # Then no hashing or part upload thread outlives it, and nothing is stored
+    assert worker_threads() == before
+    assert_nothing_left(s3)
+
+
 def test_next_copy_succeeds_when_previous_left_body_unread(
     s3: S3Client, serve: Callable[[Served], str]
 ) -> None:
@@ -491,6 +546,55 @@ def test_reader_ends_at_deadline_when_clock_passes_it_mid_download(
     # Then the download stops at the deadline with a retryable error, whatever it got so far
     assert caught.value.code == "download_deadline"
     assert "within 100 s" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "served",
+    [
+        Served(cut_first=True),
+        Served(cut_first=True, ignore_range=True),
+        Served(cut_first=True, range_block=4 * MIB),
+    ],
+    ids=["ranged-resume", "replayed-from-zero", "block-aligned-206"],
+)
+def test_reader_hash_is_of_whole_output_when_cut_mid_part_and_resumed(
+    serve: Callable[[Served], str], served: Served
+) -> None:
+    # Given a 12 MB output whose first download is cut at 6 MB, inside the second 5 MiB part
+    served.body = body = mp4_bytes(BIG)
+    host = serve(served)
+    policy = DownloadPolicy(allowed_hosts=(), local_hosts=(host,))
+    reader = OutputFetcher(policy, no_dns).reader(f"http://{host}/v.mp4")
+
+    # When reading it part by part into one buffer, wiped as soon as each read returns (a
+    # hash still reading the buffer afterwards would see the zeros)
+    buffer, zeros, passed_on = bytearray(PART), bytes(PART), []
+    while count := reader.readinto(buffer):
+        passed_on.append(bytes(buffer[:count]))
+        buffer[:] = zeros
+    reader.close()
+
+    # Then it asked to resume mid-part, and both the bytes and the hash are exactly the output's
+    assert served.requests[1].get("Range") == f"bytes={BIG // 2}-"
+    assert b"".join(passed_on) == body
+    assert reader.received == len(body)
+    assert reader.sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_reader_leaves_no_thread_when_closed_mid_download(serve: Callable[[Served], str]) -> None:
+    # Given a reader one part into a 12 MB output
+    before = worker_threads()
+    host = serve(Served(body=mp4_bytes(BIG)))
+    policy = DownloadPolicy(allowed_hosts=(), local_hosts=(host,))
+    reader = OutputFetcher(policy, no_dns).reader(f"http://{host}/v.mp4")
+    assert reader.readinto(bytearray(PART)) == PART
+
+    # When its caller gives up on it
+    reader.close()
+
+    # Then its hashing thread is gone, and the hash is still that of what was passed on
+    assert worker_threads() == before
+    assert reader.sha256 == hashlib.sha256(mp4_bytes(BIG)[:PART]).hexdigest()
 
 
 @pytest.mark.parametrize("length", ["abc", "12x", "-5", "+4096", "1_024", "4096, 4095", " "])

@@ -15,9 +15,13 @@ from urllib3.exceptions import HTTPError
 
 from ..errors import PermanentError, TransientError
 from ..media import MP4_HEAD_BYTES, looks_like_mp4
+from .digest import BackgroundHasher
 from .policy import DownloadPolicy, RefusedUrl, Resolver, Target, system_resolver, vet_url
 
 READ_CHUNK = 1024 * 1024
+#: Bytes handed to the hashing thread at a time: few hand-offs, and a short wait at the end of
+#: a read for the hash to catch up.
+HASH_BATCH = 1024 * 1024
 CONNECT_TIMEOUT_S = 10.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _DIGITS = re.compile(r"\d{1,19}")
@@ -148,6 +152,9 @@ class VerifiedReader(io.RawIOBase):
     A server that cannot resume sends the body from byte 0 again: the bytes already passed on
     are read again, checked against their SHA-256 and skipped. Reads always fill the buffer
     given until the end of the output (S3 multipart parts must be full-sized).
+
+    The SHA-256 is computed on a thread of its own while the next bytes arrive; a read
+    returns only once the hash has caught up with it, so the caller owns its buffer again.
     """
 
     def __init__(self, fetcher: OutputFetcher, url: str, *, attempts: int, clock: Clock) -> None:
@@ -158,7 +165,7 @@ class VerifiedReader(io.RawIOBase):
         self._attempts = attempts
         self._clock = clock
         self._deadline = clock() + self._policy.deadline_s
-        self._hasher = hashlib.sha256()
+        self._hasher = BackgroundHasher()
         self._head = b""
         self._response: urllib3.BaseHTTPResponse | None = None
         self._expected: int | None = None
@@ -179,17 +186,28 @@ class VerifiedReader(io.RawIOBase):
     def readinto(self, target: Any) -> int:
         """Fills `target` with the next bytes (fewer only at the end); 0 once the output ended."""
         view = memoryview(target).cast("B")
-        count = 0
-        while count < len(view) and not self._finished:
-            piece = self._next_chunk(min(READ_CHUNK, len(view) - count))
-            view[count : count + len(piece)] = piece
-            count += len(piece)
+        count = hashed = 0
+        try:
+            while count < len(view) and not self._finished:
+                piece = self._next_chunk(min(READ_CHUNK, len(view) - count))
+                view[count : count + len(piece)] = piece
+                count += len(piece)
+                # No piece means a resume or the end comes next: a resume checks the replayed
+                # bytes against the hash of all passed on, so all must be fed by then.
+                if count - hashed >= HASH_BATCH or not piece:
+                    self._hasher.feed(view[hashed:count])
+                    hashed = count
+            self._hasher.feed(view[hashed:count])
+        finally:
+            # Failing or not, nothing may read `target` once it is the caller's again.
+            self._hasher.settle()
         return count
 
     def close(self) -> None:
         if self._response is not None:
             discard(self._response)
             self._response = None
+        self._hasher.close()
         super().close()
 
     def _seconds_left(self) -> float:
@@ -230,7 +248,6 @@ class VerifiedReader(io.RawIOBase):
         self.received += len(piece)
         if self.received > self._policy.max_bytes:
             raise PermanentError("output exceeds the size limit", code="output_too_large")
-        self._hasher.update(piece)
 
     def _end_of_body(self) -> None:
         assert self._response is not None
@@ -303,6 +320,7 @@ class VerifiedReader(io.RawIOBase):
 
     def _skip_verified(self, response: urllib3.BaseHTTPResponse) -> None:
         """Reads past the bytes already passed on, proving they are the same bytes."""
+        assert self._hasher.fed == self.received, "resumed before every byte passed on was hashed"
         again = hashlib.sha256()
         left = self.received
         while left:

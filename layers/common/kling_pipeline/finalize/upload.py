@@ -7,7 +7,7 @@ import logging
 import queue
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, Final, cast
 from urllib.parse import unquote
 
 from .fetch import OutputFetcher, VerifiedReader
@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, TagTypeDef
 
 logger = logging.getLogger(__name__)
+
+#: The checksum S3 keeps for the object: a CRC32 of every part, combined. botocore computes
+#: each part's CRC32 anyway; declaring it when the upload starts makes S3 check every part
+#: against it and keep them (s3transfer's upload_file does the same), rather than work out a
+#: whole-object CRC64NVME of its own at completion.
+CHECKSUM_ALGORITHM: Final = "CRC32"
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,11 @@ class _MultipartUpload:
         if self._upload_id is None:
             extra: dict[str, Any] = {"Tagging": self._tagging} if self._tagging else {}
             self._upload_id = self._s3.create_multipart_upload(
-                Bucket=self._bucket, Key=self._key, ContentType="video/mp4", **extra
+                Bucket=self._bucket,
+                Key=self._key,
+                ContentType="video/mp4",
+                ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+                **extra,
             )["UploadId"]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="part")
@@ -195,8 +205,12 @@ class _MultipartUpload:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=cast(IO[bytes], _ViewReader(view)),
+                ChecksumAlgorithm=CHECKSUM_ALGORITHM,
             )
-            return {"PartNumber": number, "ETag": answer["ETag"]}
+            part: CompletedPartTypeDef = {"PartNumber": number, "ETag": answer["ETag"]}
+            if "ChecksumCRC32" in answer:
+                part["ChecksumCRC32"] = answer["ChecksumCRC32"]
+            return part
         finally:
             self._free.put(buffer)
 
