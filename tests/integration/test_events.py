@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,24 @@ def test_submit_pays_the_simulator_once_per_record_when_invoked_with_the_sqs_job
     executions = pipeline.sfn.list_executions(stateMachineArn=pipeline.names["JobStateMachine"])
     assert len(executions["executions"]) == 2
     for execution in executions["executions"]:
-        pipeline.sfn.stop_execution(executionArn=execution["executionArn"])
+        stop_once_running(pipeline, execution["executionArn"])
+
+
+def stop_once_running(pipeline: LocalPipeline, arn: str, timeout_s: float = 10.0) -> None:
+    """Stops a workflow the submit just started, so it polls nothing after the test.
+
+    moto lists an execution before its interpreter thread can be stopped, and then fails
+    inside (AttributeError on the not-yet-created runner): wait for it, within a bound.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            pipeline.sfn.stop_execution(executionArn=arn)
+            return
+        except AttributeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def test_submit_queues_the_files_jobs_unpaid_when_invoked_with_the_s3_upload_event(
