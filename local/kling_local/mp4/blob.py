@@ -57,7 +57,43 @@ def _padding(variant: int, offset: int, length: int) -> bytes:
     return bytes(out)
 
 
-class VideoBlob:
+class GeneratedBytes:
+    """Bytes made on demand from ``read``: streamed in chunks, their SHA-256 computed once."""
+
+    def __init__(self, size: int) -> None:
+        self.size: int = size
+        self._lock = threading.Lock()
+        self._sha256: str | None = None
+
+    def read(self, start: int, length: int) -> bytes:
+        """Bytes ``[start, start + length)``, clipped to the end."""
+        raise NotImplementedError
+
+    def iter_bytes(self, start: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Yield the bytes from ``start`` to the end in chunks of at most ``chunk_size``."""
+        if not 0 <= start <= self.size:
+            raise ValueError(f"start {start} outside [0, {self.size}]")
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        position = start
+        while position < self.size:
+            chunk = self.read(position, chunk_size)
+            position += len(chunk)
+            yield chunk
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the whole content (streamed once, then cached)."""
+        with self._lock:
+            if self._sha256 is None:
+                digest = hashlib.sha256()
+                for chunk in self.iter_bytes():
+                    digest.update(chunk)
+                self._sha256 = digest.hexdigest()
+            return self._sha256
+
+
+class VideoBlob(GeneratedBytes):
     """A deterministic valid MP4 of exactly ``size`` bytes, produced on demand in chunks.
 
     The clip of ``variant`` (its own colours, bit code and creation time) is grown with a
@@ -85,12 +121,10 @@ class VideoBlob:
             prefix = base + struct.pack(">I4s", pad, b"free")
         else:
             prefix = base + struct.pack(">I4sQ", 1, b"free", pad)
-        self.size: int = target
+        super().__init__(target)
         self.variant: int = variant
         self.seconds: int = seconds
         self._prefix = prefix
-        self._lock = threading.Lock()
-        self._sha256: str | None = None
 
     @classmethod
     def min_size(cls, seconds: int = DEFAULT_SECONDS) -> int:
@@ -110,29 +144,6 @@ class VideoBlob:
             return head
         pad_start = max(start, prefix_len) - prefix_len
         return head + _padding(self.variant, pad_start, end - prefix_len - pad_start)
-
-    def iter_bytes(self, start: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """Yield the bytes from ``start`` to the end in chunks of at most ``chunk_size``."""
-        if not 0 <= start <= self.size:
-            raise ValueError(f"start {start} outside [0, {self.size}]")
-        if chunk_size <= 0:
-            raise ValueError("chunk_size must be positive")
-        position = start
-        while position < self.size:
-            chunk = self.read(position, chunk_size)
-            position += len(chunk)
-            yield chunk
-
-    @property
-    def sha256(self) -> str:
-        """Hex SHA-256 of the whole blob (streamed once, then cached)."""
-        with self._lock:
-            if self._sha256 is None:
-                digest = hashlib.sha256()
-                for chunk in self.iter_bytes():
-                    digest.update(chunk)
-                self._sha256 = digest.hexdigest()
-            return self._sha256
 
     def __repr__(self) -> str:
         return f"VideoBlob(size={self.size}, variant={self.variant}, seconds={self.seconds})"

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections.abc import Iterator
-from typing import Protocol
-
 from ..mp4 import MAX_VARIANT, VideoBlob
+from ..mp4.blob import GeneratedBytes
+
+#: What the download route needs from an output: a size, a digest and its bytes.
+Blob = GeneratedBytes
 
 
-class Blob(Protocol):
-    """What the download route needs from an output: a size, a digest and its bytes."""
-
-    size: int
-
-    @property
-    def sha256(self) -> str: ...
-
-    def iter_bytes(self, start: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
-
-
-class HtmlBlob:
+class HtmlBlob(GeneratedBytes):
     """An HTML error page of a given size: what a misbehaving CDN might serve as 'video'."""
 
     _HEAD = (
@@ -32,12 +20,13 @@ class HtmlBlob:
     _TAIL = b"</body></html>\n"
 
     def __init__(self, size: int) -> None:
-        self.size: int = size
+        super().__init__(size)
         self._filler_len = max(0, size - len(self._HEAD) - len(self._TAIL))
-        self._lock = threading.Lock()
-        self._sha256: str | None = None
 
-    def _read(self, start: int, end: int) -> bytes:
+    def read(self, start: int, length: int) -> bytes:
+        end = min(self.size, start + length)
+        if start >= end:
+            return b""
         head_end = len(self._HEAD)
         filler_end = head_end + self._filler_len
         parts: list[bytes] = []
@@ -53,23 +42,6 @@ class HtmlBlob:
         if end > filler_end:
             parts.append(self._TAIL[max(start, filler_end) - filler_end : end - filler_end])
         return b"".join(parts)[: end - start]
-
-    def iter_bytes(self, start: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        position = start
-        while position < self.size:
-            end = min(self.size, position + chunk_size)
-            yield self._read(position, end)
-            position = end
-
-    @property
-    def sha256(self) -> str:
-        with self._lock:
-            if self._sha256 is None:
-                digest = hashlib.sha256()
-                for chunk in self.iter_bytes():
-                    digest.update(chunk)
-                self._sha256 = digest.hexdigest()
-            return self._sha256
 
 
 def make_blob(task_id: str, n: int, size: int | None, *, not_mp4: bool) -> Blob:
