@@ -6,6 +6,7 @@ every patch returns its undo.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -48,6 +49,19 @@ def serialise_dynamodb() -> Undo:
         return process(stubber, request)
 
     patcher = mock.patch.object(BotocoreStubber, "process_request", process_request)
+    patcher.start()
+    return patcher.stop
+
+
+def parse_each_definition_once() -> Undo:
+    """moto parses the whole ASL definition with ANTLR for every execution it starts (~30 ms of
+    CPU for the job workflow, in the process that also runs the handlers); AWS runs workflows
+    elsewhere. Each definition is parsed once: the program it yields keeps no execution state
+    (that lives in each execution's environment), so executions can share it."""
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    parse = functools.lru_cache(maxsize=16)(AmazonStateLanguageParser.parse)
+    patcher = mock.patch.object(AmazonStateLanguageParser, "parse", staticmethod(parse))
     patcher.start()
     return patcher.stop
 

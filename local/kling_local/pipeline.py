@@ -159,6 +159,7 @@ class LocalPipeline(StackView):
             self._serve(options.serve_port)
         self._undo.append(moto_patches.route_lambda_invocations(self.invoke))
         self._undo.append(moto_patches.serialise_dynamodb())
+        self._undo.append(moto_patches.parse_each_definition_once())
         self._undo.append(moto_patches.s3_events_name_their_version())
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.s3 = boto3.client("s3", region_name=REGION)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import clients
 from .job.ledger import JobLedger
@@ -21,6 +23,34 @@ if TYPE_CHECKING:
 
 # Each function imports only its own service's modules (cold start): submit never loads the
 # download code, finalize never loads the submission code.
+
+T = TypeVar("T")
+
+
+class _BuiltOnFirstUse:
+    """Stands in for a port until a record first calls it, then for the one it builds."""
+
+    # One lock for every port: records run in threads, and boto3 clients must not be created
+    # from one session by two threads at once.
+    _lock = threading.Lock()
+
+    def __init__(self, build: Callable[[], object]) -> None:
+        self._build = build
+        self._built: object | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._build()
+        return getattr(self._built, name)
+
+
+def on_first_use(build: Callable[[], T]) -> T:
+    """The port `build()` makes, made when a record first uses it: a port only some records
+    need (the prompts bucket, the notification topic, the queues) costs a typical batch
+    nothing. Its boto3 client is most of that cost: ~10 ms each, S3's ~40 ms, at cold start."""
+    return cast(T, _BuiltOnFirstUse(build))
 
 
 @cache
@@ -51,10 +81,13 @@ def submit_service() -> SubmitService:
     api: GenerationApi = clients.wavespeed()
     if settings.webhook_url:
         api = WebhookSubmits(clients.wavespeed(), settings.webhook_url, webhook_store())
-    queue = SqsQueue(
-        clients.sqs(),
-        job_queue_url=settings.job_queue_url,
-        dead_letter_queue_url=settings.dead_letter_queue_url,
+    # Only refusals, retries and pacing waits use the queues, only prompt files the bucket.
+    queue = on_first_use(
+        lambda: SqsQueue(
+            clients.sqs(),
+            job_queue_url=settings.job_queue_url,
+            dead_letter_queue_url=settings.dead_letter_queue_url,
+        )
     )
     admission = Admission(
         settings,
@@ -71,12 +104,16 @@ def submit_service() -> SubmitService:
     return SubmitService(
         settings,
         admission=admission,
-        refuser=Refuser(ledger=ledger(), notifier=notifier(), queue=queue, signer=signer),
+        refuser=Refuser(
+            ledger=ledger(), notifier=on_first_use(notifier), queue=queue, signer=signer
+        ),
         ledger=ledger(),
         queue=queue,
-        prompt_files=S3PromptFiles(clients.s3(), settings.max_prompt_file_bytes),
+        prompt_files=on_first_use(
+            lambda: S3PromptFiles(clients.s3(), settings.max_prompt_file_bytes)
+        ),
         signer=signer,
-        resend=SqsResend(clients.sqs(), settings.job_queue_url),
+        resend=on_first_use(lambda: SqsResend(clients.sqs(), settings.job_queue_url)),
     )
 
 

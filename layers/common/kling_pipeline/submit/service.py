@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -88,16 +91,24 @@ class SubmitService:
             self._refuser.refuse(intake, message)
 
     def record_handler(self) -> Callable[..., Awaitable[None]]:
-        """An async record handler for Powertools' AsyncBatchProcessor: the batch's records
-        are submitted side by side, at most `submit_concurrency` at once, each in a thread
-        (the AWS and HTTP clients are blocking). Powertools hands it the Lambda context,
-        whose remaining time guards each paid POST."""
-        limit = asyncio.Semaphore(self._settings.submit_concurrency)
+        """An async record handler for Powertools' AsyncBatchProcessor, one per batch: the
+        batch's records are submitted side by side, at most `submit_concurrency` at once, each
+        in a thread (the AWS and HTTP clients are blocking). Powertools hands it the Lambda
+        context, whose remaining time guards each paid POST."""
+        # Not asyncio.to_thread: the loop's default executor has min(32, CPUs + 4) threads,
+        # 6 on a 2-vCPU function, which would split a 10-record batch into two rounds of paid
+        # POSTs. The pool is the batch's own, as a Lambda container runs one batch at a time
+        # (local runs emulate concurrent functions in one process); idle, its threads end with
+        # it.
+        workers = ThreadPoolExecutor(
+            max_workers=self._settings.submit_concurrency, thread_name_prefix="submit"
+        )
 
         async def handle(record: SQSRecord, lambda_context: Any = None) -> None:
             time_left = _time_left(lambda_context)
-            async with limit:
-                await asyncio.to_thread(self.handle, record, time_left)
+            # As asyncio.to_thread does: the record runs with the caller's context variables.
+            run = functools.partial(contextvars.copy_context().run, self.handle, record, time_left)
+            await asyncio.get_running_loop().run_in_executor(workers, run)
 
         return handle
 
