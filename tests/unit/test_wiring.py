@@ -74,3 +74,42 @@ def test_port_is_built_once_when_many_records_first_use_it_at_once() -> None:
     # Then all were answered by one port, built once
     assert answers == ["built"] * 8
     assert Port.built == 1
+
+
+def test_api_key_is_read_by_one_record_at_a_time_when_a_cold_batch_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a container whose key cache is cold, and a secret store that is slow to answer
+    from aws_lambda_powertools.utilities import parameters
+
+    from kling_pipeline.settings import Settings
+
+    inside, most_inside, lock = 0, 0, threading.Lock()
+
+    def slow_secret(name: str, max_age: int) -> str:
+        nonlocal inside, most_inside
+        with lock:
+            inside += 1
+            most_inside = max(most_inside, inside)
+        threading.Event().wait(0.02)
+        with lock:
+            inside -= 1
+        return f"key-of-{name}"
+
+    monkeypatch.setattr(parameters, "get_secret", slow_secret)
+    settings = Settings(api_key_secret="kling/api-key")
+
+    # When the ten records of a batch read the key at once
+    keys: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: keys.append(clients.api_key(settings))) for _ in range(10)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then every record has the key, and the store was never asked twice at the same time
+    # (Powertools' cache answers the later ones; without the lock all ten would miss it)
+    assert keys == ["key-of-kling/api-key"] * 10
+    assert most_inside == 1

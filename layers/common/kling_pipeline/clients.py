@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+#: A batch's records read the key from several threads at once; on a cold start they would all
+#: miss the cache and each call Secrets Manager (and build its client) in parallel.
+_API_KEY_LOCK = threading.Lock()
 
 
 @cache
@@ -58,7 +62,8 @@ def api_key(settings: Settings) -> str:
         return settings.api_key_override
     from aws_lambda_powertools.utilities import parameters
 
-    value = parameters.get_secret(settings.api_key_secret, max_age=300)
+    with _API_KEY_LOCK:
+        value = parameters.get_secret(settings.api_key_secret, max_age=300)
     return value if isinstance(value, str) else value.decode()
 
 
