@@ -13,8 +13,9 @@ below scaled Silver, so this harness keeps only what decides the rate real:
   each taking batches of 10 and submitting RecordsAtOnce of them at once).
 
 The AWS side is in memory: the start schedule keeps the jobs table's conditional updates
-(`tests/unit/pacing_fakes.FakeSchedule`; the DynamoDB form is exercised under concurrency by
-tests/e2e/test_pacing.py), the ledger the table's conditional transitions behind one lock,
+in integer microseconds (`tests/unit/pacing_fakes.FakeSchedule`, held to the DynamoDB form's
+answers by tests/integration/test_pacing_table.py; that form is exercised under concurrency
+by tests/e2e/test_pacing.py), the ledger the table's conditional transitions behind one lock,
 and `MemoryQueue` plays SQS (delays, visibility, receive counts, redrive). The pacer's clock
 runs `1 / scale` times faster than the wall clock, like the simulator's, so the design runs
 with its real numbers in a world that is simply faster; SQS delays and the batching window

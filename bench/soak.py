@@ -33,6 +33,7 @@ from typing import Any
 from kling_local.pipeline import LocalOptions, LocalPipeline
 from kling_local.simulator import SimulatorConfig
 from kling_local.simulator.config import TIERS
+from kling_pipeline.submit.pacing_table import NEXT_START
 
 from .pacing import paced_env
 from .soak_real import rows as real_service_rows
@@ -209,9 +210,9 @@ class PacingTap:
                 self.resends += 1
 
     def _on_update(self, parsed: dict[str, Any], **_: Any) -> None:
-        # Only the schedule's advancing form returns `next_ms`: a turn after an earlier one
+        # Only the schedule's advancing form returns its attribute: a turn after an earlier one
         # still to come. An idle schedule restarts at `now` and returns nothing.
-        if "Error" not in parsed and "next_ms" in parsed.get("Attributes", {}):
+        if "Error" not in parsed and NEXT_START in parsed.get("Attributes", {}):
             with self._lock:
                 self.waits += 1
 

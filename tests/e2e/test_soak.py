@@ -100,6 +100,42 @@ def test_every_promise_holds_when_each_fault_class_is_frequent() -> None:
     assert report.outcomes.get("failed/download_incomplete") == report.truncated_tasks, table
 
 
+#: A few jobs on Bronze with its clock sped up 20x (2 starts per 3 s), so the shared schedule
+#: binds from the second job on: a start 1.55 s away is further than the 1 s a function sleeps
+#: for it, so jobs are re-sent to wait for their turn. One short status-read outage.
+PACED_BRONZE = SoakConfig(
+    jobs=18,
+    seed=5,
+    timeout_s=120,
+    duplicate_rate=0.2,
+    invalid_rate=0.05,
+    submit_429_rate=0.1,
+    output_size=None,
+    progress=False,
+    tier="bronze",
+    tier_scale=0.05,
+    real=RealService(outages=((2.0, 2.0, "http"),), ambiguous_rate=0.05),
+)
+
+
+def test_no_job_is_paid_twice_lost_or_given_up_when_the_tiers_start_rate_binds() -> None:
+    # Given a few jobs, duplicated deliveries and injected 429s on a scaled Bronze account
+    config = PACED_BRONZE
+
+    # When the soak runs them to idle, pacing on
+    report = run_soak(config)
+
+    # Then pacing really held jobs back (slept for a turn and re-sent for a later one) ...
+    table = format_report(report)
+    assert report.pacing.tier == "bronze x0.05", table
+    assert report.pacing.paced_waits > 0, table
+    assert report.pacing.paced_resends > 0, table
+    # ... and still no job was given up, paid twice or lost
+    assert report.pacing.given_up == 0, table
+    assert report.outcomes.get("failed/retries_exhausted", 0) == 0, table
+    assert_promises_kept(report)
+
+
 class ForgetfulLedgerPipeline(SoakPipeline):
     """Sabotage: the jobs table forgets every job after each poller round."""
 

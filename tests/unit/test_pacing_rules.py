@@ -74,20 +74,20 @@ def test_a_far_turn_is_kept_for_the_job_when_it_must_come_back_later() -> None:
     clock = FakeClock()
     schedule = FakeSchedule()
     pacer = StartPacer(RATE, schedule, clock=clock, sleep=clock.sleep)
-    schedule.next_ms = int((clock.now + 60) * 1000)
+    schedule.next_us = int((clock.now + 60) * 1_000_000)
 
     # When a job asks for its turn
     with pytest.raises(PacingWait) as wait:
         pacer.wait_turn("late-1")
 
     # Then its turn is reserved and it is told to come back just before it
-    assert schedule.kept["late-1"] == schedule.next_ms - RATE.spacing_ms
+    assert schedule.kept["late-1"] == schedule.next_us - RATE.spacing_us
     assert wait.value.delay_s == 60 - 3
 
     # And when it comes back in time it starts at its own turn, without taking another
     clock.now += wait.value.delay_s
     turn = pacer.wait_turn("late-1")
-    assert turn is not None and turn.at_ms == int((clock.now) * 1000)
+    assert turn is not None and turn.at_us == int(clock.now * 1_000_000)
     assert "late-1" not in schedule.kept
 
 
@@ -96,14 +96,14 @@ def test_a_missed_turn_is_replaced_by_a_new_one_when_the_job_comes_back_too_late
     clock = FakeClock()
     schedule = FakeSchedule()
     pacer = StartPacer(RATE, schedule, clock=clock, sleep=clock.sleep)
-    schedule.kept["slow-1"] = int((clock.now - 5) * 1000)
-    schedule.next_ms = int((clock.now + 1) * 1000)
+    schedule.kept["slow-1"] = int((clock.now - 5) * 1_000_000)
+    schedule.next_us = int((clock.now + 1) * 1_000_000)
 
     # When it asks again
     turn = pacer.wait_turn("slow-1")
 
     # Then it gets the next free turn, not the missed one
-    assert turn is not None and turn.at_ms == int((1_000_000.0 + 1) * 1000)
+    assert turn is not None and turn.at_us == int((1_000_000.0 + 1) * 1_000_000)
     assert clock.slept == [pytest.approx(1.0)]
 
 
@@ -112,12 +112,12 @@ def test_a_full_schedule_sends_the_job_away_without_reserving_when_past_fifteen_
     clock = FakeClock()
     schedule = FakeSchedule()
     pacer = StartPacer(RATE, schedule, clock=clock, sleep=clock.sleep)
-    schedule.next_ms = int((clock.now + 1200) * 1000)
+    schedule.next_us = int((clock.now + 1200) * 1_000_000)
 
     # When a job asks / Then it waits, nothing is reserved, and it comes back within SQS's max
     with pytest.raises(PacingWait) as wait:
         pacer.wait_turn("backlog-1")
-    assert schedule.next_ms == int((clock.now + 1200) * 1000)
+    assert schedule.next_us == int((clock.now + 1200) * 1_000_000)
     assert schedule.kept == {}
     assert 1 <= wait.value.delay_s <= MAX_DELAY_S
 
@@ -210,16 +210,16 @@ def test_the_slot_serves_the_next_job_when_the_post_was_provably_refused() -> No
     s = Submit(Settings())
     s.api.fail_with = ThrottledSubmit("429", code="rate_limited")
     s.deliver("refused-1")
-    taken_before = s.schedule.next_ms
+    taken_before = s.schedule.next_us
 
     # When the API accepts again and the next job arrives at the same moment
     s.api.fail_with = None
     s.deliver("next-1")
 
     # Then the refused job's slot was given back, and the next job started in it at once
-    assert taken_before == int(s.clock.now * 1000)
+    assert taken_before == int(s.clock.now * 1_000_000)
     assert len(s.api.posts) == 1
-    assert s.schedule.next_ms == taken_before + RATE.spacing_ms
+    assert s.schedule.next_us == taken_before + RATE.spacing_us
     assert s.clock.slept == []
 
 

@@ -27,6 +27,11 @@ answers by re-sending the identical message with a delay that brings it back jus
 turn — pacing never spends a receive of the message, so it never leads to the DLQ. A job that
 comes back too late for its turn (more than `margin / 2`) takes a new one; the missed slot is
 simply unused, which only slows the account down.
+
+The schedule counts in whole microseconds, in integers: the spacing is `(window + margin) / rate`
+rounded UP to a microsecond, so it is never shorter than the cap allows, and the rounding costs
+under 0.02 % of any rate up to 10,000 a minute (whole milliseconds cost Ultra's 12.4 ms spacing
+5 %). Integer addition also means a day of starts lands exactly where it should: no float drift.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from ..errors import TransientError
 
 #: SQS takes at most 15 minutes of DelaySeconds: no turn is reserved further ahead than that.
 MAX_DELAY_S = 900
+#: The schedule's unit: every time in it is an integer number of microseconds.
+US_PER_S = 1_000_000
 
 
 class PacingWait(TransientError):
@@ -65,45 +72,50 @@ class StartRate:
     max_wait_s: float = 3.0
 
     @property
-    def spacing_ms(self) -> int:
-        """Milliseconds between two starts, rounded up so the cap is never passed."""
-        return math.ceil((self.window_s + self.margin_s) * 1000 / self.videos_per_minute)
+    def period_us(self) -> int:
+        """The window plus its margin, in microseconds: what `videos_per_minute` starts span."""
+        return round(self.window_s * US_PER_S) + round(self.margin_s * US_PER_S)
 
     @property
-    def grace_ms(self) -> int:
+    def spacing_us(self) -> int:
+        """Microseconds between two starts, rounded up so the cap is never passed."""
+        return -(-self.period_us // self.videos_per_minute)
+
+    @property
+    def grace_us(self) -> int:
         """How late a reserved turn may still be used."""
-        return int(self.margin_s * 1000 / 2)
+        return round(self.margin_s * US_PER_S) // 2
 
 
 @dataclass(frozen=True)
 class Turn:
-    """A start slot taken from the schedule: its time, in epoch milliseconds."""
+    """A start slot taken from the schedule: its time, in epoch microseconds."""
 
-    at_ms: int
+    at_us: int
 
 
 @dataclass(frozen=True)
 class Reservation:
     """What the schedule answered: a slot (`taken`) or, when full, the first free time."""
 
-    at_ms: int
+    at_us: int
     taken: bool
 
 
 class StartSchedule(Protocol):
     """The shared schedule (`pacing_table.TableStartSchedule` in DynamoDB)."""
 
-    def reserve(self, now_ms: int, spacing_ms: int, horizon_ms: int) -> Reservation:
-        """Takes the next slot, unless it lies beyond `now_ms + horizon_ms`."""
+    def reserve(self, now_us: int, spacing_us: int, horizon_us: int) -> Reservation:
+        """Takes the next slot, unless it lies beyond `now_us + horizon_us`."""
 
-    def give_back(self, at_ms: int, spacing_ms: int) -> bool:
-        """Returns the slot at `at_ms` when no later slot was taken since; True if returned."""
+    def give_back(self, at_us: int, spacing_us: int) -> bool:
+        """Returns the slot at `at_us` when no later slot was taken since; True if returned."""
 
     def held(self, job_id: str) -> int | None:
         """The slot reserved for `job_id` while it waited, if any."""
 
-    def hold(self, job_id: str, at_ms: int) -> None:
-        """Keeps the slot at `at_ms` for `job_id` until it comes back."""
+    def hold(self, job_id: str, at_us: int) -> None:
+        """Keeps the slot at `at_us` for `job_id` until it comes back."""
 
     def drop(self, job_id: str) -> None:
         """Forgets the slot kept for `job_id`."""
@@ -149,23 +161,25 @@ class StartPacer:
         self._sleep = sleep
 
     def wait_turn(self, job_id: str) -> Turn | None:
-        now_ms = self._now_ms()
-        at_ms = self._kept_turn(job_id, now_ms)
-        if at_ms is None:
-            reservation = self._schedule.reserve(now_ms, self._rate.spacing_ms, MAX_DELAY_S * 1000)
+        now_us = self._now_us()
+        at_us = self._kept_turn(job_id, now_us)
+        if at_us is None:
+            reservation = self._schedule.reserve(
+                now_us, self._rate.spacing_us, MAX_DELAY_S * US_PER_S
+            )
             if not reservation.taken:
                 # Over 15 minutes of starts are already promised: look again once the
                 # schedule has run down to its horizon, never sooner than 5 minutes, so a long
                 # backlog costs a few re-sends per job rather than one per slot.
-                ahead_s = (reservation.at_ms - now_ms) / 1000
+                ahead_s = (reservation.at_us - now_us) / US_PER_S
                 raise PacingWait(
                     f"the account's start schedule is full for {ahead_s:.0f} s",
                     delay_s=max(math.ceil(ahead_s - MAX_DELAY_S), MAX_DELAY_S // 3),
                 )
-            at_ms = reservation.at_ms
-            if (at_ms - now_ms) / 1000 > self._rate.max_wait_s:
-                self._schedule.hold(job_id, at_ms)
-        lead_s = (at_ms - now_ms) / 1000
+            at_us = reservation.at_us
+            if (at_us - now_us) / US_PER_S > self._rate.max_wait_s:
+                self._schedule.hold(job_id, at_us)
+        lead_s = (at_us - now_us) / US_PER_S
         if lead_s > self._rate.max_wait_s:
             raise PacingWait(
                 f"this job's start is reserved {lead_s:.1f} s from now",
@@ -173,24 +187,24 @@ class StartPacer:
             )
         if lead_s > 0:
             self._sleep(lead_s)
-        return Turn(at_ms)
+        return Turn(at_us)
 
     def give_back(self, turn: Turn | None) -> None:
         if turn is not None:
-            self._schedule.give_back(turn.at_ms, self._rate.spacing_ms)
+            self._schedule.give_back(turn.at_us, self._rate.spacing_us)
 
-    def _kept_turn(self, job_id: str, now_ms: int) -> int | None:
+    def _kept_turn(self, job_id: str, now_us: int) -> int | None:
         """The turn this job reserved earlier, while it is still usable."""
-        at_ms = self._schedule.held(job_id)
-        if at_ms is None:
+        at_us = self._schedule.held(job_id)
+        if at_us is None:
             return None
-        if at_ms - now_ms > self._rate.max_wait_s * 1000:
-            return at_ms  # back early (SQS delays are whole seconds): wait again, keep it
+        if (at_us - now_us) / US_PER_S > self._rate.max_wait_s:
+            return at_us  # back early (SQS delays are whole seconds): wait again, keep it
         self._schedule.drop(job_id)
-        return at_ms if now_ms <= at_ms + self._rate.grace_ms else None
+        return at_us if now_us <= at_us + self._rate.grace_us else None
 
-    def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
+    def _now_us(self) -> int:
+        return int(self._clock() * US_PER_S)
 
 
 class Resend(Protocol):

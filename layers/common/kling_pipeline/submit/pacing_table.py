@@ -20,8 +20,12 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
-#: The schedule's one item: `next_ms`, the earliest epoch millisecond of the next free start.
+#: The schedule's one item: `next_us`, the earliest epoch microsecond of the next free start.
 SCHEDULE_KEY = {"pk": {"S": "pace#starts"}}
+#: The attribute every form of the schedule's update works on (the soak counts turns by it).
+NEXT_START = "next_us"
+#: What deployments that counted in milliseconds kept on the same item: read once, on upgrade.
+LEGACY_NEXT_START = "next_ms"
 #: A kept turn lives a day at most (a job comes back within 15 minutes).
 HOLD_TTL_S = 86400
 
@@ -30,78 +34,120 @@ def _held_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"pace#job#{job_id}"}}
 
 
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
 class TableStartSchedule:
-    """Evenly spaced starts, one atomic update per start (see `pacing` for why)."""
+    """Evenly spaced starts, one atomic update per start (see `pacing` for why).
+
+    Upgrading from a deployment that kept the schedule in milliseconds (`next_ms`): the new
+    attribute has its own name, so a millisecond figure is never read as microseconds. While
+    `next_us` does not exist yet, the old `next_ms` is still honoured as a floor (the schedule
+    starts no earlier than the starts the old code already promised, which functions still
+    running it may be sleeping for) and is removed when `next_us` is first written. A held turn
+    of the old form (`at_ms`) is not read: that job simply takes a new turn.
+    """
 
     def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
         self._db = dynamodb
         self._table = table
 
-    def reserve(self, now_ms: int, spacing_ms: int, horizon_ms: int) -> Reservation:
+    def reserve(self, now_us: int, spacing_us: int, horizon_us: int) -> Reservation:
         # Two conditional forms, because an update expression cannot take max(next, now):
         # an idle schedule restarts at `now`, a busy one moves on by one spacing. Losing
         # both conditions means the other form's condition became true in between: go again.
         # Under load the schedule is busy, so the advancing form is tried first.
         for _ in range(5):
-            taken = self._advance(now_ms, spacing_ms, horizon_ms)
+            taken = self._advance(now_us, spacing_us, horizon_us)
             if taken is not None:
                 return Reservation(taken, taken=True)
-            if self._restart(now_ms, spacing_ms):
-                return Reservation(now_ms, taken=True)
-            first_free = self._next_ms()
-            if first_free is not None and first_free > now_ms + horizon_ms:
+            if self._restart(now_us, spacing_us):
+                return Reservation(now_us, taken=True)
+            first_free, legacy_ms = self._next_start()
+            if first_free is None and legacy_ms is not None:
+                # Only just upgraded, and the old schedule is still busy: carry on from it.
+                first_free = legacy_ms * 1000
+                if first_free <= now_us + horizon_us and self._adopt(legacy_ms, spacing_us):
+                    return Reservation(first_free, taken=True)
+            if first_free is not None and first_free > now_us + horizon_us:
                 return Reservation(first_free, taken=False)
         raise PacingWait("the start schedule kept changing under this job", delay_s=1)
 
-    def _restart(self, now_ms: int, spacing_ms: int) -> bool:
+    def _restart(self, now_us: int, spacing_us: int) -> bool:
         answer = conditional(
             self._db.update_item,
             TableName=self._table,
             Key=SCHEDULE_KEY,
-            UpdateExpression="SET next_ms = :after",
-            ConditionExpression="attribute_not_exists(next_ms) OR next_ms <= :now",
+            UpdateExpression="SET #next = :after REMOVE #legacy",
+            ConditionExpression=(
+                "#next <= :now OR (attribute_not_exists(#next)"
+                " AND (attribute_not_exists(#legacy) OR #legacy <= :now_ms))"
+            ),
+            ExpressionAttributeNames={"#next": NEXT_START, "#legacy": LEGACY_NEXT_START},
             ExpressionAttributeValues={
-                ":now": {"N": str(now_ms)},
-                ":after": {"N": str(now_ms + spacing_ms)},
+                ":now": _n(now_us),
+                ":now_ms": _n(now_us // 1000),
+                ":after": _n(now_us + spacing_us),
             },
         )
         return answer is not None
 
-    def _advance(self, now_ms: int, spacing_ms: int, horizon_ms: int) -> int | None:
+    def _adopt(self, legacy_ms: int, spacing_us: int) -> bool:
+        """The first start after an upgrade, at the old schedule's first free one."""
         answer = conditional(
             self._db.update_item,
             TableName=self._table,
             Key=SCHEDULE_KEY,
-            UpdateExpression="SET next_ms = next_ms + :spacing",
-            ConditionExpression="next_ms > :now AND next_ms <= :limit",
+            UpdateExpression="SET #next = :after REMOVE #legacy",
+            ConditionExpression="attribute_not_exists(#next) AND #legacy = :legacy",
+            ExpressionAttributeNames={"#next": NEXT_START, "#legacy": LEGACY_NEXT_START},
             ExpressionAttributeValues={
-                ":now": {"N": str(now_ms)},
-                ":limit": {"N": str(now_ms + horizon_ms)},
-                ":spacing": {"N": str(spacing_ms)},
+                ":legacy": _n(legacy_ms),
+                ":after": _n(legacy_ms * 1000 + spacing_us),
+            },
+        )
+        return answer is not None
+
+    def _advance(self, now_us: int, spacing_us: int, horizon_us: int) -> int | None:
+        answer = conditional(
+            self._db.update_item,
+            TableName=self._table,
+            Key=SCHEDULE_KEY,
+            UpdateExpression="SET #next = #next + :spacing",
+            ConditionExpression="#next > :now AND #next <= :limit",
+            ExpressionAttributeNames={"#next": NEXT_START},
+            ExpressionAttributeValues={
+                ":now": _n(now_us),
+                ":limit": _n(now_us + horizon_us),
+                ":spacing": _n(spacing_us),
             },
             ReturnValues="UPDATED_NEW",
         )
         if answer is None:
             return None
-        return int(answer["Attributes"]["next_ms"]["N"]) - spacing_ms
+        return int(answer["Attributes"][NEXT_START]["N"]) - spacing_us
 
-    def _next_ms(self) -> int | None:
+    def _next_start(self) -> tuple[int | None, int | None]:
+        """The item as it stands: (`next_us`, the old deployment's `next_ms`)."""
         item = self._db.get_item(TableName=self._table, Key=SCHEDULE_KEY, ConsistentRead=True).get(
-            "Item"
+            "Item", {}
         )
-        return int(item["next_ms"]["N"]) if item and "next_ms" in item else None
+        current, legacy = item.get(NEXT_START), item.get(LEGACY_NEXT_START)
+        return (
+            int(current["N"]) if current else None,
+            int(legacy["N"]) if legacy else None,
+        )
 
-    def give_back(self, at_ms: int, spacing_ms: int) -> bool:
+    def give_back(self, at_us: int, spacing_us: int) -> bool:
         answer = conditional(
             self._db.update_item,
             TableName=self._table,
             Key=SCHEDULE_KEY,
-            UpdateExpression="SET next_ms = :at",
-            ConditionExpression="next_ms = :after",
-            ExpressionAttributeValues={
-                ":at": {"N": str(at_ms)},
-                ":after": {"N": str(at_ms + spacing_ms)},
-            },
+            UpdateExpression="SET #next = :at",
+            ConditionExpression="#next = :after",
+            ExpressionAttributeNames={"#next": NEXT_START},
+            ExpressionAttributeValues={":at": _n(at_us), ":after": _n(at_us + spacing_us)},
         )
         # None: a later start was promised since, so that slot stays unused.
         return answer is not None
@@ -110,15 +156,15 @@ class TableStartSchedule:
         item = self._db.get_item(
             TableName=self._table, Key=_held_key(job_id), ConsistentRead=True
         ).get("Item")
-        return int(item["at_ms"]["N"]) if item and "at_ms" in item else None
+        return int(item["at_us"]["N"]) if item and "at_us" in item else None
 
-    def hold(self, job_id: str, at_ms: int) -> None:
+    def hold(self, job_id: str, at_us: int) -> None:
         self._db.put_item(
             TableName=self._table,
             Item={
                 **_held_key(job_id),
-                "at_ms": {"N": str(at_ms)},
-                "expires_at": {"N": str(int(time.time()) + HOLD_TTL_S)},
+                "at_us": _n(at_us),
+                "expires_at": _n(int(time.time()) + HOLD_TTL_S),
             },
         )
 
