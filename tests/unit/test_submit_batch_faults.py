@@ -9,6 +9,7 @@ thread of the batch outlives the invocation.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -320,3 +321,31 @@ def test_concurrent_invocations_report_only_their_own_records_when_sharing_a_pro
             if kind_of(rec) in ("transient", "crash_before", "crash_after")
         }
         assert results[index] == expected
+
+
+def test_handler_keeps_its_cap_when_reused_for_batches_on_new_event_loops() -> None:
+    # Given one record handler serving batch after batch, each on an event loop of its own
+    # (Powertools makes a new loop when the last one was closed), with more records than
+    # the cap so that records wait for a slot
+    line = pipeline(settings=Settings(submit_concurrency=1))
+    handler = line.submit.record_handler()
+    for round_ in range(3):
+        records = [record(f"r{round_}m{n}", f"paid:{round_}-{n}") for n in range(4)]
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            # When the batch is processed
+            response = async_process_partial_response(
+                event={"Records": records},
+                record_handler=handler,
+                processor=AsyncBatchProcessor(
+                    event_type=EventType.SQS, raise_on_entire_batch_failure=False
+                ),
+            )
+        finally:
+            loop.close()
+            asyncio.set_event_loop(None)
+
+        # Then every record of every batch was paid
+        assert response["batchItemFailures"] == []
+    assert len(line.api.posts) == 12

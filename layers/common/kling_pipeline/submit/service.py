@@ -8,6 +8,7 @@ import functools
 import itertools
 import random
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -106,13 +107,18 @@ class SubmitService:
         # record has a thread of its own, ended before the record is reported; the cap is the
         # batch's own, as a Lambda container runs one batch at a time (local runs emulate
         # concurrent functions in one process).
-        slots = asyncio.Semaphore(self._settings.submit_concurrency)
+        # A handler may serve several batches; an asyncio semaphore belongs to one event loop.
+        slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
         async def handle(record: SQSRecord, lambda_context: Any = None) -> None:
             time_left = _time_left(lambda_context)
             # As asyncio.to_thread does: the record runs with the caller's context variables.
             run = functools.partial(contextvars.copy_context().run, self.handle, record, time_left)
-            async with slots:
+            loop = asyncio.get_running_loop()
+            cap = slots.setdefault(loop, asyncio.Semaphore(self._settings.submit_concurrency))
+            async with cap:
                 await _in_own_thread(run)
 
         return handle
