@@ -8,6 +8,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import clients
+from .errors import TransientError
 from .job.ledger import JobLedger
 from .notify import Notifier
 from .settings import load_settings
@@ -42,8 +43,19 @@ class _BuiltOnFirstUse:
         if self._built is None:
             with self._lock:
                 if self._built is None:
-                    self._built = self._build()
+                    self._built = self._built_now()
         return getattr(self._built, name)
+
+    def _built_now(self) -> object:
+        # A failed build fails the call as the port's own transient failures do, and the
+        # next use builds again. Callers handle only those: a refusal whose dead-letter park
+        # raised anything else kept its park claimed, and the redelivery then parked nothing.
+        try:
+            return self._build()
+        except Exception as exc:
+            raise TransientError(
+                f"could not set up a client ({type(exc).__name__}: {exc})", code="client_setup"
+            ) from exc
 
 
 def on_first_use(build: Callable[[], T]) -> T:
