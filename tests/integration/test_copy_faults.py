@@ -67,11 +67,17 @@ class Script:
     changed_body: bytes
     acts: list[Act]
     served: list[Act] = field(default_factory=list)
+    #: Label each body with a strong ETag and honour If-Range (a changed body is sent whole).
+    etags: bool = False
 
     def next_act(self) -> Act:
         act = self.acts[len(self.served)] if len(self.served) < len(self.acts) else Act()
         self.served.append(act)
         return act
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
 
 
 class _Server(ThreadingHTTPServer):
@@ -90,7 +96,11 @@ class _Handler(BaseHTTPRequestHandler):
         asked = self.headers.get("Range")
         start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
         headers: dict[str, str] = {"Content-Type": "video/mp4"}
-        if not asked or act.answer == "ignore":
+        stale = False
+        if script.etags:
+            headers["ETag"] = etag_of(body)
+            stale = self.headers.get("If-Range") not in (None, headers["ETag"])
+        if not asked or act.answer == "ignore" or stale:
             status, start = 200, 0
         elif act.answer == "wrong_start":
             status, start = 206, max(0, start - 4096)
@@ -273,3 +283,57 @@ def test_copy_holds_size_cap_exactly_when_output_is_cap_plus_delta(
         # Then at or under it every byte is
         stored = run(f"http://{host}/v.mp4", BUCKET, KEY)
         assert assert_stored_consistently(s3, stored.sha256, stored.size) == body
+
+
+def test_copy_goes_on_through_many_cuts_when_each_attempt_makes_progress(
+    s3: S3Client, serve: Callable[[Script], str]
+) -> None:
+    # Given a large output on a poor network: cut every 1.5 MiB, more cuts than attempts,
+    # each resume answered from where the last one ended
+    body = source_bytes(2 * PART + 17)
+    step = 3 * 1024 * 1024 // 2
+    acts = [Act(cut_at=step * n) for n in range(1, ATTEMPTS + 3)]
+    host = serve(Script(body, body, acts))
+
+    # When it is copied
+    stored = copier(s3, host, max_bytes=len(body)).copy(f"http://{host}/v.mp4", BUCKET, KEY)
+
+    # Then every byte is stored, once, in order: cuts the download recovered from do not add up
+    assert assert_stored_consistently(s3, stored.sha256, stored.size) == body
+
+
+def test_copy_still_gives_up_when_cuts_make_no_progress(
+    s3: S3Client, serve: Callable[[Script], str]
+) -> None:
+    # Given an output whose every answer breaks off at the same byte
+    body = source_bytes(PART + 1)
+    host = serve(Script(body, body, [Act(cut_at=4096)] * (ATTEMPTS + 2)))
+
+    # When it is copied
+    with pytest.raises(PermanentError) as caught:
+        copier(s3, host, max_bytes=len(body)).copy(f"http://{host}/v.mp4", BUCKET, KEY)
+
+    # Then it fails after the allowed attempts, leaving nothing behind
+    assert caught.value.code == "download_incomplete"
+    assert_nothing_left(s3)
+
+
+def test_copy_never_joins_two_versions_when_the_output_changes_between_attempts(
+    s3: S3Client, serve: Callable[[Script], str]
+) -> None:
+    # Given an output that changes (same length, same signature) after the first answer is cut,
+    # on a server that honours Range and If-Range with strong ETags
+    body = source_bytes(2 * PART + 17)
+    changed = body[:24] + source_bytes(len(body), b"changed")[24:]
+    acts = [Act(cut_at=PART + 4096), Act(changed=True), Act(changed=True)]
+    script = Script(body, changed, acts, etags=True)
+    host = serve(script)
+
+    # When it is copied
+    with pytest.raises(TransientError) as caught:
+        copier(s3, host, max_bytes=len(body)).copy(f"http://{host}/v.mp4", BUCKET, KEY)
+
+    # Then the resume named the first version, got the new one whole, saw its start differ and
+    # stored nothing (a later attempt copies the new version from its start)
+    assert caught.value.code == "output_changed"
+    assert_nothing_left(s3)

@@ -418,9 +418,11 @@ def test_copy_fails_leaving_nothing_when_download_always_truncated(
     # When copying it with three attempts
     error = copy_refused(copier_for(s3, sim.host_port), url, "download_incomplete")
 
-    # Then it gave up after three downloads, and no object or multipart upload remains
+    # Then it gave up once three downloads in a row ended with under a MiB of progress each
+    # (each answer here sends half of what is left: a big video's first halves are progress),
+    # and no object or multipart upload remains
     assert "3 attempts" in error.message
-    assert sim.stats()["downloads_started"] == 3
+    assert sim.stats()["downloads_started"] == (3 if size is None else 5)
     assert_nothing_left(s3)
 
 

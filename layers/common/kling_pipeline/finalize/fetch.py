@@ -22,6 +22,8 @@ READ_CHUNK = 1024 * 1024
 #: Bytes handed to the hashing thread at a time: few hand-offs, and a short wait at the end of
 #: a read for the hash to catch up.
 HASH_BATCH = 1024 * 1024
+#: New bytes between two cuts that count as progress: the attempts count starts again.
+PROGRESS_BYTES = 1024 * 1024
 CONNECT_TIMEOUT_S = 10.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _DIGITS = re.compile(r"\d{1,19}")
@@ -58,8 +60,14 @@ class OutputFetcher:
             self._pools[key] = pool
         return pool
 
-    def open(self, url: str, offset: int, seconds_left: float) -> urllib3.BaseHTTPResponse:
+    def open(
+        self, url: str, offset: int, seconds_left: float, if_range: str | None = None
+    ) -> urllib3.BaseHTTPResponse:
         """GETs `url` from `offset`, vetting it and every redirect before anything is sent there.
+
+        `if_range` (the validator of the first answer) makes a server whose output changed
+        since send the whole new body rather than the rest of it: bytes of two versions are
+        never joined, the replayed start shows the change.
 
         No socket wait may outlast `seconds_left`, so the caller's deadline holds even when the
         server stalls; content is never decoded (an MP4 is sent as is, and decoding is where
@@ -78,6 +86,8 @@ class OutputFetcher:
             }
             if offset:
                 headers["Range"] = f"bytes={offset}-"
+                if if_range:
+                    headers["If-Range"] = if_range
             try:
                 response = self._pool(target).urlopen(
                     "GET",
@@ -136,6 +146,16 @@ def content_length(response: urllib3.BaseHTTPResponse) -> int | None:
     return int(values.pop())
 
 
+def validator(response: urllib3.BaseHTTPResponse) -> str | None:
+    """What `If-Range` may name for this answer: a strong ETag, else its Last-Modified date
+    (RFC 9110 13.1.5: a weak ETag never validates a range)."""
+    etag = (response.headers.get("ETag") or "").strip()
+    if etag.startswith('"') and etag.endswith('"') and len(etag) >= 2:
+        return etag
+    modified = (response.headers.get("Last-Modified") or "").strip()
+    return modified or None
+
+
 def range_start(response: urllib3.BaseHTTPResponse) -> tuple[int, int | None] | None:
     """(first byte, total) of a 206 answer per its Content-Range, None when unlabelled."""
     match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
@@ -170,6 +190,8 @@ class VerifiedReader(io.RawIOBase):
         self._response: urllib3.BaseHTTPResponse | None = None
         self._expected: int | None = None
         self._failures = 0
+        self._cut_at = 0  # bytes passed on at the last cut: progress since resets the count
+        self._validator: str | None = None
         self._finished = False
         self.received = 0
 
@@ -266,6 +288,10 @@ class VerifiedReader(io.RawIOBase):
         if self._response is not None:
             discard(self._response)
             self._response = None
+        if self.received - self._cut_at >= PROGRESS_BYTES:
+            # Advancing despite cuts (a poor network): go on, within the per-output deadline.
+            self._failures = 0
+        self._cut_at = self.received
         self._failures += 1
         if self._failures >= self._attempts:
             raise PermanentError(
@@ -275,8 +301,12 @@ class VerifiedReader(io.RawIOBase):
 
     def _resume(self) -> urllib3.BaseHTTPResponse:
         """Opens the output where the bytes passed on so far end."""
-        response = self._fetcher.open(self._url, self.received, self._seconds_left())
-        if self.received:
+        response = self._fetcher.open(
+            self._url, self.received, self._seconds_left(), if_range=self._validator
+        )
+        if not self.received:
+            self._validator = validator(response)
+        else:
             labelled = range_start(response)
             if labelled is not None and labelled[0] == self.received:
                 return self._vetted(response, labelled[1], skip=False)
