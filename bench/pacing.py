@@ -27,16 +27,15 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import urllib3
-from botocore.exceptions import ClientError
 
 from kling_local.pipeline import LocalOptions, LocalPipeline
+from kling_local.poller import concurrent_pollers
 from kling_local.simulator import SimulatorConfig
 
 from . import pacing_queueing
@@ -59,32 +58,6 @@ def paced_env(scale: float) -> dict[str, str]:
         "RATE_MARGIN_S": str(max(0.1, 2 * scale)),
         "PACE_MAX_WAIT_S": str(min(3.0, 60 * scale / 3)),
     }
-
-
-@contextmanager
-def _pollers(pipeline: LocalPipeline, count: int) -> Iterator[None]:
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.is_set():
-            try:
-                handled = pipeline.poll_queues_once()
-            except ClientError:
-                # moto may hand one message to two concurrent receivers; the second delete
-                # is refused. SQS is at-least-once too: the pipeline treats it as a duplicate.
-                handled = 0
-            if not handled:
-                stop.wait(0.05)
-
-    threads = [threading.Thread(target=poll, daemon=True) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
 
 
 def _send(pipeline: LocalPipeline, bodies: list[str]) -> None:
@@ -225,7 +198,7 @@ def bronze_file() -> list[Figure]:
     lines = "\n".join(json.dumps({"prompt": f"a bronze bell {i}"}) for i in range(50))
     with LocalPipeline(options) as pipeline:
         pipeline.upload("bronze-50.jsonl", lines.encode())
-        with _pollers(pipeline, 1):
+        with concurrent_pollers(pipeline.poll_queues_once, 1):
             result = pipeline.run_until_idle(300)
     codes = [(n.get("error") or {}).get("code") for n in result.notifications]
     completed = sum(1 for n in result.notifications if n["status"] == "completed")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -107,3 +110,31 @@ def sqs_record(message: Any, queue_arn: str) -> dict[str, Any]:
         "eventSourceARN": queue_arn,
         "awsRegion": REGION,
     }
+
+
+@contextmanager
+def concurrent_pollers(poll_once: Callable[[], int], count: int) -> Iterator[None]:
+    """`count` more emulated Lambda pollers, each calling `poll_once` until the block ends:
+    concurrent functions taking batches from the same queues."""
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                handled = poll_once()
+            except ClientError:
+                # moto may hand one message to two concurrent receivers; the second delete is
+                # refused. SQS is at-least-once too: the pipeline treats it as a duplicate.
+                handled = 0
+            if not handled:
+                stop.wait(0.05)
+
+    threads = [threading.Thread(target=poll, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)

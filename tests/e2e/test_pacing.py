@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from kling_local.pipeline import LocalPipeline, RunResult
+from kling_local.poller import concurrent_pollers
 from kling_local.simulator import SimulatorConfig
 from tests.conftest import PipelineFactory, run, simulator_of
 from tests.e2e.test_exactly_once import redrive_dead_letters
@@ -49,27 +47,6 @@ def paced(
     )
 
 
-@contextmanager
-def more_pollers(pipeline: LocalPipeline, count: int) -> Iterator[None]:
-    """`count` more emulated Lambda pollers on the queues, like concurrent submit functions."""
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.is_set():
-            if not pipeline.poll_queues_once():
-                stop.wait(0.05)
-
-    threads = [threading.Thread(target=poll, daemon=True) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-
-
 def statuses(result: RunResult) -> dict[str, list[str]]:
     return {job: [n["status"] for n in notes] for job, notes in result.by_job().items()}
 
@@ -83,7 +60,7 @@ def test_concurrent_submitters_stay_under_the_cap_when_three_minutes_of_jobs_arr
         pipeline.send_prompt(f"A paced lantern {i}", job_id=f"paced-{i}")
 
     # When four submit functions poll the queue at the same time
-    with more_pollers(pipeline, 3):
+    with concurrent_pollers(pipeline.poll_queues_once, 3):
         result = run(pipeline)
 
     # Then every job completed once, with one paid POST each, and WaveSpeed hardly ever had to
@@ -106,7 +83,7 @@ def test_jobs_are_not_given_up_when_another_client_spends_the_accounts_rate(
         pipeline.send_prompt(f"A crowded harbour {i}", job_id=f"crowded-{i}")
 
     # When the pipeline runs with two submit functions
-    with more_pollers(pipeline, 1):
+    with concurrent_pollers(pipeline.poll_queues_once, 1):
         result = run(pipeline)
 
     # Then WaveSpeed refused some POSTs, yet every job completed once: no retries_exhausted
