@@ -13,25 +13,24 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from kling_pipeline.errors import PermanentError, PipelineError, TransientError
 from kling_pipeline.finalize.policy import DownloadPolicy
 from kling_pipeline.finalize.upload import VideoCopier
 from kling_pipeline.settings import DEFAULT_OUTPUT_HOSTS
 from tests.conftest import ServerStarter
+from tests.integration.conftest import VIDEOS_BUCKET
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-BUCKET = "videos-bucket"
+BUCKET = VIDEOS_BUCKET
 KEY = "videos/job-1/0.mp4"
 PART = 5 * 1024 * 1024
 ATTEMPTS = 3
@@ -127,28 +126,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def moto_s3() -> Iterator[S3Client]:
-    with pytest.MonkeyPatch.context() as env, mock_aws():
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            env.setenv(name, "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-
-
-@pytest.fixture
-def s3(moto_s3: S3Client) -> Iterator[S3Client]:
-    yield moto_s3
-    for upload in moto_s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
-        moto_s3.abort_multipart_upload(
-            Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"]
-        )
-    for item in moto_s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        moto_s3.delete_object(Bucket=BUCKET, Key=item["Key"])
 
 
 @pytest.fixture

@@ -7,15 +7,13 @@ import hashlib
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from kling_local.simulator import WaveSpeedSimulator
 from kling_pipeline.errors import PermanentError, TransientError
@@ -25,11 +23,12 @@ from kling_pipeline.finalize.upload import StoredObject, VideoCopier
 from kling_pipeline.settings import DEFAULT_OUTPUT_HOSTS
 from kling_pipeline.wavespeed import WaveSpeedClient
 from tests.conftest import ServerStarter, SimFactory
+from tests.integration.conftest import VIDEOS_BUCKET
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-BUCKET = "videos-bucket"
+BUCKET = VIDEOS_BUCKET
 KEY = "videos/job-1/0.mp4"
 MIB = 1024 * 1024
 PART = 5 * MIB
@@ -39,34 +38,6 @@ TAGGING = "job_id=job-1&prediction_id=abc123"
 
 def no_dns(host: str, port: int) -> list[str]:
     raise AssertionError(f"no DNS lookup expected, got {host}:{port}")
-
-
-@pytest.fixture(scope="module")
-def moto_s3() -> Iterator[S3Client]:
-    """One moto S3 for the module (starting moto per test is the slow part)."""
-    with pytest.MonkeyPatch.context() as env, mock_aws():
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            env.setenv(name, value)
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-
-
-@pytest.fixture
-def s3(moto_s3: S3Client) -> Iterator[S3Client]:
-    """The videos bucket, emptied of objects and multipart uploads after each test."""
-    yield moto_s3
-    for upload in moto_s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
-        moto_s3.abort_multipart_upload(
-            Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"]
-        )
-    for item in moto_s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        moto_s3.delete_object(Bucket=BUCKET, Key=item["Key"])
 
 
 #: Simulator settings of this module's `make_sim` / `sim` fixtures (tests/conftest.py).
